@@ -318,7 +318,7 @@ class ModelStatus:
 def list_models(store: Path | None = None, names: Iterable[str] | None = None) -> list[ModelStatus]:
     store = store or models_dir()
     rows = []
-    for spec in registry(store).values():
+    for spec in sorted(registry(store).values(), key=lambda s: (s.kind, s.name)):
         if names and spec.name not in names:
             continue
         path = spec.path(store)

@@ -1,0 +1,118 @@
+"""Typed settings. Precedence: command-line flags, then ``LOOKALIKE_*`` environment
+variables, then the config file, then the defaults below.
+
+The config file is TOML: ``$LOOKALIKE_CONFIG`` or ``<user config dir>/config.toml``,
+with the same keys as :class:`Settings` at top level, e.g.::
+
+    model = "facenet-vggface2"
+    milvus_uri = "http://milvus.example:19530"
+    threshold = 0.45
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "facenet-vggface2"  # embedder name or spec .toml
+    backend: str = "auto"  # auto | onnx | tensorrt
+    detector: str = "full"  # short | full
+    small_faces: str = "off"  # off | tile | upscale: recover small faces in large frames
+    min_face_score: float = 0.5
+    milvus_uri: str | None = None  # None: the embedded Milvus Lite file in the data dir
+    token: str | None = None
+    collection: str = "faces"
+    threshold: float = 0.35  # cosine similarity below which a face has "no close lookalike"
+    max_faces: int = 16
+    top_k: int = 10
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+CHOICES = {
+    "backend": ("auto", "onnx", "tensorrt"),
+    "detector": ("short", "full"),
+    "small_faces": ("off", "tile", "upscale"),
+}
+
+
+def config_path() -> Path:
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("lookalike-live")) / "config.toml"
+
+
+def data_dir() -> Path:
+    """Where the embedded gallery and other user data live: ``$LOOKALIKE_DATA_DIR`` or the user data dir."""
+    env = os.environ.get(ENV_PREFIX + "DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("lookalike-live"))
+
+
+def _coerce(name: str, raw: Any, typ: Any, origin: str) -> Any:
+    if raw is None:
+        return None
+    text_type = str(typ)
+    try:
+        if "float" in text_type:
+            value: Any = float(raw)
+        elif "int" in text_type:
+            value = int(raw)
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: {name} must be {text_type}, got {raw!r}") from None
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{origin}: {name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+    return value
+
+
+def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = None) -> Settings:
+    """Defaults <- config file <- environment <- ``overrides`` (flags; None values are ignored)."""
+    known = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = path or config_path()
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for key, raw in data.items():
+            key = key.replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+            values[key] = _coerce(key, raw, known[key], str(path))
+        log.debug("settings from %s: %s", path, sorted(values))
+
+    for key, typ in known.items():
+        env = os.environ.get(ENV_PREFIX + key.upper())
+        if env is not None and env != "":
+            values[key] = _coerce(key, env, typ, f"${ENV_PREFIX}{key.upper()}")
+
+    for key, raw in (overrides or {}).items():
+        if raw is not None and key in known:
+            values[key] = _coerce(key, raw, known[key], f"--{key.replace('_', '-')}")
+    return Settings(**values)

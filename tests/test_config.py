@@ -1,0 +1,45 @@
+"""Settings precedence: flags > LOOKALIKE_* env > config file > defaults, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lookalike_live.config import Settings, load_settings
+from lookalike_live.errors import ConfigError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_settings(path=tmp_path / "absent.toml")
+    assert s == Settings()
+    assert s.model == "facenet-vggface2" and s.milvus_uri is None and s.collection == "faces"
+
+
+def test_precedence_flags_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('model = "mobilefacenet"\ncollection = "from_file"\nthreshold = 0.5\nmax-faces = 3\n')
+    s = load_settings(path=cfg)
+    assert (s.model, s.collection, s.threshold, s.max_faces) == ("mobilefacenet", "from_file", 0.5, 3)
+    monkeypatch.setenv("LOOKALIKE_COLLECTION", "from_env")
+    monkeypatch.setenv("LOOKALIKE_THRESHOLD", "0.25")
+    s = load_settings(path=cfg)
+    assert (s.collection, s.threshold, s.model) == ("from_env", 0.25, "mobilefacenet")
+    s = load_settings({"collection": "from_flag", "threshold": None}, path=cfg)
+    assert (s.collection, s.threshold) == ("from_flag", 0.25)
+
+
+def test_bad_values_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('colection = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'colection'.*collection"):
+        load_settings(path=cfg)
+    cfg.write_text("threshold = 'high'\n")
+    with pytest.raises(ConfigError, match="threshold must be"):
+        load_settings(path=cfg)
+    monkeypatch.setenv("LOOKALIKE_BACKEND", "cuda")
+    with pytest.raises(ConfigError, match=r"\$LOOKALIKE_BACKEND: backend must be one of auto, onnx, tensorrt"):
+        load_settings(path=tmp_path / "absent.toml")
+    cfg.write_text("model = [")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(path=cfg)
