@@ -49,8 +49,8 @@ def _detector_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detector")
     g.add_argument("--detector", choices=("short", "full"),
                    help="BlazeFace range: short (faces within ~2 m) or full (~5 m, default)")
-    g.add_argument("--small-faces", choices=("off", "tile", "upscale"),
-                   help="recover small faces in large frames at extra cost (default off)")
+    g.add_argument("--small-faces", choices=("off", "tile"),
+                   help="tile: extra passes over overlapping tiles to find small faces in large frames, at a measured cost (default off)")
 
 
 def _gallery_opts(p: argparse.ArgumentParser) -> None:

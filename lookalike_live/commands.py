@@ -57,8 +57,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, gallery_opts: Opt,
-             json_opt: Opt) -> None:
+def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, json_opt: Opt) -> None:
     p = sub.add_parser(
         "embed", help="embed every face of every image into an .npz",
         description="Detect, align and embed every face of every image (files or folders, recursively). "
@@ -74,3 +73,148 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     json_opt(p)
     p.set_defaults(func=cmd_embed)
 
+
+
+# --------------------------------------------------------------------------- index
+def _open_gallery(settings):  # type: ignore[no-untyped-def]
+    from .gallery import Gallery
+
+    return Gallery(settings.milvus_uri, collection=settings.collection, token=settings.token)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .datasets import open_dataset
+    from .detect import FaceDetector
+    from .embed import create_embedder
+    from .indexing import BuildOptions, build_index
+
+    settings = _settings(args)
+    dataset = open_dataset(args.dataset, args.format, names_csv=args.names)
+    log.info("%s: %d photos, %d identities", dataset.root, len(dataset), dataset.identities)
+
+    def make_detector() -> FaceDetector:
+        return FaceDetector(settings.detector, min_score=settings.min_face_score,
+                            small_faces=settings.small_faces, running_mode="image", fallback="short")
+
+    opts = BuildOptions(batch_size=args.batch_size, insert_batch=args.insert_batch, workers=args.workers,
+                        limit=args.limit, retry_skipped=args.retry_skipped, progress=not args.no_progress)
+    embedder = create_embedder(settings.model, backend=settings.backend)
+    with _open_gallery(settings) as gallery:
+        try:
+            summary = build_index(dataset, make_detector, embedder, gallery, opts).as_dict()
+        finally:
+            embedder.close()
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [
+            f"indexed {r['faces']} new faces from {r['processed']} photos in {r['seconds']} s "
+            f"({r['images_per_second']} img/s); {r['already_indexed']} were already indexed",
+            f"skipped {len(r['skipped'])} photos this run, {r['previously_skipped']} skipped in earlier runs",
+        ]
+        lines += [f"  {k}: {v}" for k, v in list(r["skipped"].items())[:20]]
+        g = r["gallery"]
+        lines.append(f"gallery {g.get('uri')} / {g.get('collection')}: {g.get('faces')} faces, "
+                     f"{g.get('identities')} identities")
+        return "\n".join(lines)
+
+    _emit(args, summary, human)
+    return 0
+
+
+def cmd_index_stats(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _open_gallery(settings) as gallery:
+        stats = gallery.stats()
+    _emit(args, stats, lambda r: "\n".join(f"{k}: {v}" for k, v in r.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------- match (photo mode)
+def cmd_match(args: argparse.Namespace) -> int:
+    from .imageio import iter_image_files, read_image
+    from .pipeline import FaceAnalyzer
+
+    settings = _settings(args)
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    with _open_gallery(settings) as gallery, FaceAnalyzer.from_settings(settings) as analyzer:
+        gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
+        for path in iter_image_files(args.paths):
+            try:
+                image = read_image(path)
+            except LookalikeError as exc:
+                skipped[str(path)] = str(exc)
+                log.warning("skipped %s", exc)
+                continue
+            res = analyzer.analyze(image)
+            hits = gallery.search(res.embeddings.vectors, k=args.top_k) if len(res.embeddings) else []
+            for row, (det_i, matches) in enumerate(zip(res.embeddings.det_index, hits, strict=True)):
+                best = matches[0] if matches else None
+                results.append({
+                    "path": str(path), "face": row,
+                    "box": [round(float(v), 1) for v in res.detections.xyxy[det_i]],
+                    "match": best.name if best and best.score >= settings.threshold else None,
+                    "score": round(best.score, 4) if best else None,
+                    "top": [{"identity": m.identity, "name": m.name, "score": round(m.score, 4),
+                             "image": m.image_ref} for m in matches],
+                })
+    out = {"faces": results, "skipped": skipped, "threshold": settings.threshold}
+
+    def human(r: dict[str, Any]) -> str:
+        lines = []
+        for f in r["faces"]:
+            label = f["match"] or f"no close lookalike (best {f['top'][0]['name'] if f['top'] else '-'})"
+            lines.append(f"{f['path']} face {f['face']} {f['box']}: {label}  score={f['score']}")
+        lines += [f"skipped {k}: {v}" for k, v in r["skipped"].items()]
+        return "\n".join(lines) or "no faces found"
+
+    _emit(args, out, human)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, gallery_opts: Opt,
+             json_opt: Opt) -> None:
+    _register_embed(sub, model_opts, detector_opts, json_opt)
+
+    p = sub.add_parser("index", help="build the gallery from a face dataset; show its stats",
+                       description="Build and inspect the face gallery in Milvus.")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    q = isub.add_parser(
+        "build", help="detect, align and embed every photo of a dataset into Milvus (resumable)",
+        description="Index a face dataset: one face per photo (the annotated one, else the largest), "
+        "batched embedding, batched upserts with stable ids. Safe to interrupt and re-run: it resumes "
+        "where it stopped and never duplicates. Unreadable photos and photos without a face are "
+        "skipped, listed in the summary and remembered (use --retry-skipped to try them again).",
+    )
+    q.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
+    q.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba",
+                   help="layout: celeba (Img/, Anno/), folders (ROOT/<identity>/*.jpg), vggface2")
+    q.add_argument("--names", type=Path, metavar="CSV", help="identity,name CSV (CelebA has no names)")
+    q.add_argument("--limit", type=int, help="index only the first N photos")
+    q.add_argument("--batch-size", type=int, default=32, help="faces per embedding batch (default 32)")
+    q.add_argument("--insert-batch", type=int, default=256, help="rows per Milvus upsert (default 256)")
+    q.add_argument("--workers", type=int, default=2, help="decode/detect threads (default 2)")
+    q.add_argument("--retry-skipped", action="store_true", help="retry photos skipped by earlier runs")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model_opts(q)
+    detector_opts(q)
+    gallery_opts(q)
+    json_opt(q)
+    q.set_defaults(func=cmd_index_build)
+    q = isub.add_parser("stats", help="faces, identities, model and index state of the gallery")
+    gallery_opts(q)
+    json_opt(q)
+    q.set_defaults(func=cmd_index_stats)
+
+    p = sub.add_parser(
+        "match", help="photo mode: the nearest celebrity of every face in images",
+        description="Detect every face in the images and print its nearest gallery matches.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
+    p.add_argument("--top-k", type=int, default=3, help="matches per face (default 3)")
+    p.add_argument("--threshold", type=float, help="cosine similarity below which a face has no close lookalike")
+    model_opts(p)
+    detector_opts(p)
+    gallery_opts(p)
+    json_opt(p)
+    p.set_defaults(func=cmd_match)

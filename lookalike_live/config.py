@@ -31,7 +31,7 @@ class Settings:
     model: str = "facenet-vggface2"  # embedder name or spec .toml
     backend: str = "auto"  # auto | onnx | tensorrt
     detector: str = "full"  # short | full
-    small_faces: str = "off"  # off | tile | upscale: recover small faces in large frames
+    small_faces: str = "off"  # off | tile: recover small faces in large frames (tiles)
     min_face_score: float = 0.5
     milvus_uri: str | None = None  # None: the embedded Milvus Lite file in the data dir
     token: str | None = None
@@ -48,7 +48,7 @@ class Settings:
 CHOICES = {
     "backend": ("auto", "onnx", "tensorrt"),
     "detector": ("short", "full"),
-    "small_faces": ("off", "tile", "upscale"),
+    "small_faces": ("off", "tile"),
 }
 
 

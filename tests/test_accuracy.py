@@ -1,0 +1,68 @@
+"""End-to-end recognition quality on real photos: `embed` over the CelebA fixture with the
+MobileFaceNet fixture, scored with exact cosine search (issue 3's done-when)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike_live.datasets import open_dataset
+from lookalike_live.evaluation import identification_accuracy, pair_scores, roc_auc, split_gallery_queries
+
+
+def test_roc_auc_matches_definition() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=200)
+    y = rng.random(200) < 0.3
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
+    assert roc_auc(s, y) == pytest.approx(brute)
+    assert roc_auc(np.array([0.9, 0.1]), np.array([True, False])) == 1.0
+
+
+@pytest.fixture(scope="module")
+def celeba_embeddings(tmp_path_factory: pytest.TempPathFactory, model_store: Path, celeba_dir: Path) -> dict:
+    out = tmp_path_factory.mktemp("embed") / "celeba.npz"
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike_live.cli", "embed", str(celeba_dir / "Img" / "img_celeba"),
+         "--model", "mobilefacenet", "--out", str(out), "--json", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    data = dict(np.load(out))
+    return {"summary": summary, **data}
+
+
+def test_embed_cli_on_celeba_identifies_lookalikes(celeba_embeddings: dict, celeba_dir: Path) -> None:
+    summary = celeba_embeddings["summary"]
+    assert summary["images"] == 1000 and not summary["skipped"]
+    assert summary["images_with_faces"] >= 990  # >= 99% of the photos yield a face
+    emb = celeba_embeddings["embeddings"]
+    assert emb.dtype == np.float32 and emb.shape[1] == 128
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+
+    # largest face per photo
+    paths, boxes = celeba_embeddings["paths"], celeba_embeddings["boxes"]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    best: dict[str, int] = {}
+    for i, p in enumerate(paths):
+        if p not in best or area[i] > area[best[p]]:
+            best[p] = i
+    ident = {Path(it.path).name: it.identity for it in open_dataset(celeba_dir, "celeba").items}
+    rows = np.array(sorted(best.values(), key=lambda i: paths[i]))
+    ids = [ident[Path(paths[i]).name] for i in rows]
+    vecs = emb[rows]
+    g, q = split_gallery_queries([str(paths[i]) for i in rows], ids, gallery_per_id=7)
+    acc = identification_accuracy(vecs[g], np.asarray(ids)[g], vecs[q], np.asarray(ids)[q], ks=(1, 5))
+    scores, same = pair_scores(vecs, ids)
+    auc = roc_auc(scores, same)
+    print(f"top1={acc[1]:.3f} top5={acc[5]:.3f} auc={auc:.4f} queries={int(q.sum())}")
+    assert acc[1] >= 0.90
+    assert auc >= 0.95
