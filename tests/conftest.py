@@ -57,3 +57,51 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(base / "user-models"))
     monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(base / "user-data"))
     monkeypatch.setenv("LOOKALIKE_CONFIG", str(base / "no-config.toml"))
+
+
+# --------------------------------------------------------------------------- Milvus (gallery tests)
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One real Milvus 2.3 server (``milvus-server`` from the venv) for the whole session, on free
+    loopback ports with a temp data dir; stopped by pid at the end. Skips when the binary is missing.
+    ``milvus_server.restart()`` brings the same URI down and up again (fault tests)."""
+    from milvus_server import MilvusServer, milvus_server_binary
+
+    if milvus_server_binary() is None:
+        pytest.skip("milvus-server not found next to the interpreter or on PATH: pip install 'milvus>=2.3' (dev extra)")
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(milvus_server) -> str:  # type: ignore[no-untyped-def]
+    """URI (http://127.0.0.1:PORT) of the session's Milvus server."""
+    return str(milvus_server.uri)
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
+def milvus_target(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """(uri, collection) to run the same test on Milvus Lite (a temp file) and on the session's
+    Milvus server (a fresh collection, dropped afterwards)."""
+    import uuid
+
+    if request.param == "lite":
+        yield str(tmp_path / "gallery.db"), "faces"
+        return
+    uri = request.getfixturevalue("milvus_server_uri")
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    yield uri, name
+    from pymilvus import MilvusClient
+
+    try:
+        client = MilvusClient(uri=uri, timeout=5)
+        for coll in (name, f"{name}_identities"):
+            if client.has_collection(coll):
+                client.drop_collection(coll)
+        client.close()
+    except Exception:  # noqa: BLE001 - the server may be down after a fault test
+        pass

@@ -1,0 +1,325 @@
+"""Gallery tests against real Milvus: Milvus Lite (a temp file) and a real Milvus 2.3 server
+(``milvus-server``, one per session, see tests/milvus_server.py). No mocks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lookalike_live.errors import DimensionMismatchError, GalleryError, GalleryUnavailableError, ShapeError
+from lookalike_live.gallery import (
+    AsyncSearcher,
+    Gallery,
+    GalleryMatch,
+    LocalIndex,
+    ModelMismatchError,
+    ThumbnailError,
+    encode_thumbnail,
+    face_id,
+    identity_id,
+)
+from lookalike_live.types import Match
+
+DIM = 64
+
+
+def _faces(n_ids: int = 12, per: int = 6, dim: int = DIM, seed: int = 0, dataset: str = "ds"):
+    """Clustered unit vectors: identity centres plus noise; returns (ids, vecs, identity, name, paths, centres)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(n_ids), per)
+    vecs = centres[labels] + rng.standard_normal((len(labels), dim)).astype(np.float32) * (0.6 / np.sqrt(dim))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    paths = [f"img/{i:05d}.jpg" for i in range(len(labels))]
+    ids = [face_id(dataset, p, 0) for p in paths]
+    identity = [f"id{label}" for label in labels]
+    name = [f"Person {label}" for label in labels]
+    return ids, vecs.astype(np.float32), identity, name, paths, centres
+
+
+def _noisy(v: np.ndarray, seed: int = 1, scale: float = 0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    q = v + rng.standard_normal(v.shape).astype(np.float32) * (scale / np.sqrt(v.shape[-1]))
+    return (q / np.linalg.norm(q, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _thumb(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = np.full((80, 60, 3), 90, np.uint8)
+    img[20:60, 15:45] = rng.integers(0, 255, 3, dtype=np.uint8)
+    return encode_thumbnail(img, (15, 20, 45, 60))
+
+
+@pytest.fixture
+def gallery(milvus_target):  # type: ignore[no-untyped-def]
+    uri, collection = milvus_target
+    with Gallery(uri, collection=collection, timeout=10) as g:
+        g.ensure(dim=DIM, model="test-model")
+        yield g
+
+
+def _fill(g: Gallery, thumbs: bool = False, **kw):  # type: ignore[no-untyped-def]
+    ids, vecs, identity, name, paths, centres = _faces(**kw)
+    n = len(ids)
+    g.upsert_faces(ids, vecs, identity, name, "ds", paths,
+                   bbox=np.tile(np.array([[1, 2, 30, 40]], np.float32), (n, 1)),
+                   quality=np.linspace(0, 1, n, dtype=np.float32),
+                   thumbnail=[_thumb(i) for i in range(n)] if thumbs else None)
+    return ids, vecs, identity, name, paths, centres
+
+
+# --------------------------------------------------------------------------- ids
+def test_face_id_is_stable_across_processes() -> None:
+    a = face_id("celeba", "img_celeba/000001.jpg", 0)
+    assert 0 <= a < 2**63
+    assert a == face_id("celeba", "img_celeba\\000001.jpg", 0)  # Windows separators
+    assert len({a, face_id("celeba", "img_celeba/000001.jpg", 1), face_id("lfw", "img_celeba/000001.jpg", 0),
+                face_id("celeba", "img_celeba/000002.jpg", 0)}) == 4
+    code = "from lookalike_live.gallery import face_id; print(face_id('celeba', 'img_celeba/000001.jpg', 0))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""})
+    assert int(out.stdout) == a
+    assert identity_id("2880") == identity_id("2880") != identity_id("2881")
+    with pytest.raises(ValueError):
+        face_id("celeba", "x.jpg", -1)
+
+
+# --------------------------------------------------------------------------- round trips (Lite + server)
+def test_round_trip_returns_the_right_identity(gallery: Gallery) -> None:
+    ids, vecs, identity, name, paths, _ = _fill(gallery)
+    res = gallery.search(_noisy(vecs[[0, 13, 40]]), k=3)
+    assert len(res) == 3
+    for row, ms in zip([0, 13, 40], res, strict=True):
+        assert len(ms) == 3
+        best = ms[0]
+        assert isinstance(best, GalleryMatch) and isinstance(best, Match)
+        assert best.identity == identity[row] and best.name == name[row]
+        assert best.face_id == ids[row] and best.image_ref == paths[row] and best.dataset == "ds"
+        assert best.thumbnail is None
+        assert [m.score for m in ms] == sorted((m.score for m in ms), reverse=True)
+        assert 0.8 < best.score <= 1.0001
+    exact = gallery.search(vecs[5], k=1)[0][0]
+    assert exact.face_id == ids[5] and exact.score == pytest.approx(1.0, abs=1e-4)
+    assert gallery.search(np.zeros((0, DIM), np.float32)) == []
+
+
+def test_upserting_twice_keeps_one_row_per_id(gallery: Gallery) -> None:
+    ids, vecs, identity, name, paths, _ = _fill(gallery)
+    n = len(ids)
+    assert gallery.count() == n
+    renamed = [f"Renamed {s}" for s in name]
+    gallery.upsert_faces(ids, vecs, identity, renamed, "ds", paths)
+    assert gallery.count() == n
+    assert gallery.search(vecs[3], k=1)[0][0].name == renamed[3]
+    assert gallery.existing_ids(ids[:5] + [12345, 67890]) == set(ids[:5])
+    assert gallery.existing_ids([]) == set()
+    with pytest.raises(ShapeError, match="unique"):
+        gallery.upsert_faces([ids[0], ids[0]], vecs[:2], identity[:2], name[:2], "ds", paths[:2])
+    with pytest.raises(ShapeError, match="same length"):
+        gallery.upsert_faces(ids[:3], vecs[:2], identity[:3], name[:3], "ds", paths[:3])
+
+
+def test_dimension_and_model_mismatch_are_refused(milvus_target) -> None:  # type: ignore[no-untyped-def]
+    uri, collection = milvus_target
+    with Gallery(uri, collection=collection) as g:
+        g.ensure(dim=DIM, model="test-model")
+        g.ensure(dim=DIM, model="test-model")  # idempotent
+        with pytest.raises(DimensionMismatchError) as err:
+            g.ensure(dim=128, model="other")
+        assert f"{DIM}-d" in str(err.value) and "128-d" in str(err.value) and "--collection" in str(err.value)
+        with pytest.raises(ModelMismatchError, match="test-model"):
+            g.check_model("other", DIM)
+        with pytest.raises(DimensionMismatchError, match="128"):
+            g.search(np.ones((1, 128), np.float32))
+    with Gallery(uri, collection=collection + "_missing") as g, pytest.raises(GalleryError, match="does not exist"):
+        g.search(np.ones((1, DIM), np.float32))
+
+
+def test_identity_centroids(gallery: Gallery) -> None:
+    ids, vecs, identity, name, paths, _ = _fill(gallery)
+    assert gallery.rebuild_centroids() == 12
+    labels = np.array(identity)
+    mean = vecs[labels == "id4"].mean(axis=0)
+    mean /= np.linalg.norm(mean)
+    hits = gallery.search_identities(mean, k=3)[0]
+    assert hits[0].identity == "id4" and hits[0].name == "Person 4"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert len(hits) == 3 and hits[1].identity != "id4"
+    # an identity disappears: its centroid row goes too
+    gallery.upsert_faces(ids[:6], vecs[:6], ["id4"] * 6, ["Person 4"] * 6, "ds", paths[:6])
+    assert gallery.rebuild_centroids() == 11
+    assert gallery.stats()["identities"] == 11
+
+
+def test_thumbnails_round_trip(gallery: Gallery) -> None:
+    ids, vecs, *_ = _fill(gallery, thumbs=True)
+    assert gallery.thumbnail(ids[2]) == _thumb(2)
+    assert gallery.thumbnail(123456789) is None
+    assert gallery.thumbnails(ids[:3]) == {ids[i]: _thumb(i) for i in range(3)}
+    plain = gallery.search(vecs[7], k=1)[0][0]
+    assert isinstance(plain, GalleryMatch) and plain.thumbnail is None
+    best = gallery.search(vecs[7], k=2, with_thumbnails=True)[0]
+    assert isinstance(best[0], GalleryMatch) and best[0].thumbnail == _thumb(7)
+    assert all(isinstance(m, GalleryMatch) and m.thumbnail for m in best)
+    with pytest.raises(ThumbnailError, match="JPEG"):
+        gallery.upsert_faces(ids[:1], vecs[:1], ["a"], ["a"], "ds", ["a.jpg"], thumbnail=[b"PNG..."])
+    with pytest.raises(ThumbnailError, match="limit"):
+        gallery.upsert_faces(ids[:1], vecs[:1], ["a"], ["a"], "ds", ["a.jpg"], thumbnail=[b"\xff\xd8" + bytes(13000)])
+
+
+def test_stats(gallery: Gallery) -> None:
+    _fill(gallery)
+    gallery.rebuild_centroids()
+    info = gallery.wait_for_index(timeout=120)
+    assert info.get("pending_index_rows", 0) == 0
+    s = gallery.stats()
+    assert s["exists"] and s["faces"] == 72 and s["identities"] == 12
+    assert s["model"] == "test-model" and s["dim"] == DIM
+    assert s["uri"] == gallery.uri and s["collection"] == gallery.collection
+    assert s["index"]["type"] == ("FLAT" if gallery.is_lite else "HNSW") and s["index"]["metric"] == "COSINE"
+    assert s["load_state"] == "Loaded"
+    assert s["backend"] == ("milvus-lite" if gallery.is_lite else "milvus")
+    assert s["local_index"]["enabled"] is gallery.is_lite
+
+
+def test_rows_and_records_api(gallery: Gallery) -> None:
+    ids, vecs, identity, name, paths, _ = _faces(n_ids=2, per=2)
+    rows = [{"id": ids[i], "vector": vecs[i], "identity": identity[i], "name": name[i], "dataset": "ds",
+             "image_path": paths[i], "bbox": (1.0, 2.0, 3.0, 4.0), "quality": 0.5, "thumbnail": _thumb(i)}
+            for i in range(4)]
+    assert gallery.upsert_rows(rows) == 4
+    assert gallery.count() == 4
+    with pytest.raises(ShapeError, match="identity"):
+        gallery.upsert_rows([{"id": 1, "vector": vecs[0]}])
+
+
+# --------------------------------------------------------------------------- async (Lite + server)
+def test_async_searcher_results_and_bounded_queue(gallery: Gallery) -> None:
+    ids, vecs, identity, *_ = _fill(gallery)
+    gallery.flush()
+    with AsyncSearcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
+        futs = [s.submit(_noisy(vecs[[i, i + 1]], seed=i), k=2) for i in range(0, 8, 2)]
+        for i, f in zip(range(0, 8, 2), futs, strict=True):
+            res = f.result(timeout=10)
+            assert [ms[0].identity for ms in res] == [identity[i], identity[i + 1]]
+        # flood it: never more than max_pending waiting, the oldest are dropped and counted
+        flood = [s.submit(vecs[i % len(ids)], k=1) for i in range(300)]
+        done, _ = concurrent.futures.wait(flood, timeout=60)
+        assert len(done) == 300
+        cancelled = sum(f.cancelled() for f in flood)
+        st = s.stats()
+        assert cancelled > 0 and st["dropped"] == cancelled
+        assert st["completed"] + st["failed"] + st["dropped"] == st["submitted"] == 304
+        assert st["failed"] == 0
+        assert not flood[-1].cancelled()  # the newest request always survives
+        assert flood[-1].result()[0][0].face_id == ids[299 % len(ids)]
+        bad = s.submit(np.ones((1, DIM + 1), np.float32))
+        with pytest.raises(DimensionMismatchError):
+            bad.result(timeout=5)
+
+
+def test_lite_async_milvus_client_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Milvus Lite 3.2 serves pymilvus's AsyncMilvusClient (it is a gRPC server in this process)."""
+    with Gallery(str(tmp_path / "g.db"), local_index=False) as g:
+        g.ensure(dim=DIM, model="test-model")
+        ids, vecs, identity, *_ = _fill(g)
+        with g.searcher(timeout=10) as s:
+            res = s.submit(vecs[[1, 30]], k=1).result(timeout=20)
+            assert [ms[0].face_id for ms in res] == [ids[1], ids[30]]
+            assert s.stats()["milvus"] == 1 and s.stats()["local"] == 0
+
+
+# --------------------------------------------------------------------------- Lite's local index
+def test_lite_local_index_is_persisted_and_invalidated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    uri = str(tmp_path / "g.db")
+    with Gallery(uri) as g:
+        g.ensure(dim=DIM, model="test-model")
+        ids, vecs, identity, name, paths, _ = _fill(g)
+        assert g.stats()["local_index"]["rows"] == len(ids)
+    cache = tmp_path / "g.db.lookalike-index" / "faces"
+    assert (cache / "meta.json").is_file()
+    with Gallery(uri) as g:  # loads the persisted copy
+        assert g.search(vecs[9], k=1)[0][0].face_id == ids[9]
+        assert g.stats()["local_index"]["ready"]
+    # a write made without the local index changes the generation: the cache is not trusted
+    with Gallery(uri, local_index=False) as g:
+        g.upsert_faces(ids[:1], vecs[[9]], ["moved"], ["Moved"], "ds", paths[:1])
+    with Gallery(uri) as g:
+        best = g.search(vecs[9], k=2)[0]
+        assert {m.identity for m in best} == {"moved", identity[9]}
+
+
+def test_local_index_ivf_matches_exact_search() -> None:
+    rng = np.random.default_rng(3)
+    _, vecs, identity, name, paths, centres = _faces(n_ids=150, per=12, seed=3)
+    idx = LocalIndex(DIM, nprobe=8, exact_max=500)
+    ids = np.arange(len(vecs)) * 7 + 1
+    for s in range(0, len(vecs), 100):  # small batches: the buffers grow past the row count
+        e = s + 100
+        idx.upsert(ids[s:e], vecs[s:e], identity[s:e], name[s:e], ["ds"] * len(ids[s:e]), paths[s:e])
+    assert len(idx._vecs) > len(idx)
+    idx.prepare()
+    assert idx.mode.startswith("ivf(150 lists")
+    q = _noisy(centres[rng.integers(0, 150, 200)], seed=4, scale=0.7)
+    scores, rows = idx.search(q, k=3)
+    exact = np.argsort(-(q @ vecs.T), axis=1)[:, :3]
+    assert (rows[:, 0] == exact[:, 0]).mean() >= 0.99
+    assert np.allclose(scores[:, 0], (q @ vecs.T).max(axis=1), atol=1e-5)
+    # replace a vector: the new one is found, the old position is not duplicated
+    idx.upsert(ids[:1], vecs[[100]], ["x"], ["X"], ["ds"], ["p"])
+    s2, r2 = idx.search(vecs[[100]], k=2)
+    assert {idx.row(int(r))[0] for r in r2[0]} == {int(ids[0]), int(ids[100])}
+    assert len(idx) == len(vecs)
+
+
+# --------------------------------------------------------------------------- failures
+def test_unreachable_uri_fails_fast() -> None:
+    from milvus_server import free_ports
+
+    port = free_ports(1)[0]
+    t0 = time.monotonic()
+    with pytest.raises(GalleryUnavailableError) as err:
+        Gallery(f"http://127.0.0.1:{port}", timeout=3)
+    assert time.monotonic() - t0 < 5
+    msg = str(err.value)
+    assert f"127.0.0.1:{port}" in msg and "docker compose up -d" in msg
+
+
+@pytest.mark.milvus_server
+def test_search_while_server_is_down_then_recovers(milvus_server) -> None:  # type: ignore[no-untyped-def]
+    """Runs last: it stops and restarts the session's server (same data dir, same port)."""
+    uri = milvus_server.uri
+    with Gallery(uri, collection="fault_test", timeout=5) as g:
+        g.drop()
+        g.ensure(dim=DIM, model="test-model")
+        ids, vecs, *_ = _fill(g)
+        g.flush()
+        with AsyncSearcher(g, timeout=2, reconnect_interval=0.5) as s:
+            assert s.submit(vecs[4]).result(timeout=10)[0][0].face_id == ids[4]
+            milvus_server.stop()
+            t0 = time.monotonic()
+            fut = s.submit(vecs[4])
+            with pytest.raises(GalleryUnavailableError, match=uri.split("//")[1]):
+                fut.result(timeout=10)
+            assert time.monotonic() - t0 < 5
+            with pytest.raises(GalleryUnavailableError):
+                g.search(vecs[4])
+            milvus_server.start()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    res = s.submit(vecs[4]).result(timeout=10)
+                    break
+                except GalleryUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+            assert res[0][0].face_id == ids[4]
+            assert s.stats()["reconnects"] >= 1
+        assert g.search(vecs[4])[0][0].face_id == ids[4]  # the sync client recovers too
