@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import LookalikeError
+
 log = logging.getLogger("lookalike_live")
 
 Opt = Callable[[argparse.ArgumentParser], None]
@@ -218,3 +220,31 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     gallery_opts(p)
     json_opt(p)
     p.set_defaults(func=cmd_match)
+
+    register_bench(sub)
+
+
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.suite import main as bench_main
+
+    argv = ["--sections", *args.sections] if args.sections else []
+    argv += (["--out", str(args.out)] if args.out else []) + (["--quick"] if args.quick else [])
+    argv += ["--search-n", str(args.search_n)] + (["--no-milvus-server"] if args.no_milvus_server else [])
+    return bench_main(argv)
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    from .bench.suite import SECTIONS
+
+    p = sub.add_parser(
+        "bench", help="run the benchmarks (JSON): detection, embedding, index build, search",
+        description="Measure every stage next to its in-run reference (bare ONNX Runtime session, bare "
+        "embedder, exact numpy search) and print one JSON object (also scripts/bench.py).",
+    )
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, help="sections to run (default: all)")
+    p.add_argument("--out", type=Path, metavar="FILE.json", help="also write the JSON here")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    p.add_argument("--search-n", type=int, default=202_599, help="vectors in the search benchmark")
+    p.add_argument("--no-milvus-server", action="store_true", help="search: Milvus Lite only")
+    p.set_defaults(func=cmd_bench)

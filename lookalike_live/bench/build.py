@@ -1,0 +1,88 @@
+"""Index-build throughput next to the bare embedder's throughput, measured in the same run.
+
+The build runs the whole path (read, decode, detect, align, embed, thumbnail, upsert into a
+fresh Milvus Lite file); the reference embeds the same number of pre-aligned crops with the same
+embedder object in batches of the same size, nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def embedder_store(model: str, store: Path | None, scratch: Path) -> tuple[Any, Path | None, str]:
+    """(spec, store holding the model, where its weights came from). FaceNet without its real
+    weights gets seeded random weights in ``scratch``: the same graph, so the same cost."""
+    from ..errors import ModelNotInstalledError
+    from ..models import get_spec, require
+
+    try:
+        spec, _ = require(model, store)
+        return spec, store, "installed"
+    except ModelNotInstalledError:
+        spec = get_spec(model, store)
+        if spec.source.convert != "facenet":
+            raise
+    from ..facenet import export_random_onnx
+
+    export_random_onnx(scratch / spec.file, seed=0, size=spec.input.size)
+    return spec, scratch, "random weights (seed 0): real graph, not real weights"
+
+
+def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggface2", limit: int | None = None,
+        batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None) -> dict[str, Any]:
+    from ..datasets import open_dataset
+    from ..detect import FaceDetector
+    from ..embed import create_embedder
+    from ..gallery import Gallery
+    from ..indexing import BuildOptions, build_index
+
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+        scratch = Path(tmp)
+        spec, embed_store, note = embedder_store(model, store, scratch)
+        embedder = create_embedder(spec.name, backend="onnx", store=embed_store)
+        dataset = open_dataset(dataset_dir, "celeba")
+        uri = milvus_uri or str(scratch / "bench.db")
+
+        def make_detector() -> FaceDetector:
+            return FaceDetector("full", store=store, running_mode="image", fallback="short")
+
+        with Gallery(uri, collection="bench_build") as gallery:
+            summary = build_index(dataset, make_detector, embedder, gallery,
+                                  BuildOptions(batch_size=batch_size, workers=workers, limit=limit, progress=False))
+            faces = summary.faces
+            # the bare embedder on as many crops, same batch size, same object
+            crops = np.random.default_rng(0).integers(0, 256, (batch_size, spec.input.size, spec.input.size, 3),
+                                                      dtype=np.uint8)
+            embedder.embed_array(crops)  # warm-up
+            t0 = time.perf_counter()
+            done = 0
+            while done < max(faces, batch_size):
+                embedder.embed_array(crops)
+                done += batch_size
+            bare_ips = done / (time.perf_counter() - t0)
+        embedder.close()
+    build_ips = summary.processed / summary.seconds if summary.seconds else 0.0
+    return {
+        "model": spec.name,
+        "weights": note,
+        "photos": summary.processed,
+        "faces": faces,
+        "skipped": len(summary.skipped),
+        "build_seconds": round(summary.seconds, 2),
+        "build_images_per_second": round(build_ips, 2),
+        "bare_embedder_images_per_second": round(bare_ips, 2),
+        "build_vs_bare": round(build_ips / bare_ips, 3) if bare_ips else None,
+        "embed_seconds": round(summary.embed_seconds, 2),
+        "insert_seconds": round(summary.insert_seconds, 2),
+        "batch_size": batch_size,
+        "workers": workers,
+    }

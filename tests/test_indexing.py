@@ -1,0 +1,161 @@
+"""The offline index build, run as users run it (the CLI in a subprocess) against real Milvus:
+idempotent re-runs, resume after SIGKILL, bad photos skipped and listed, build -> match."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lookalike_live.datasets import open_dataset
+from lookalike_live.gallery import Gallery, face_id
+
+MODEL = "mobilefacenet"
+
+
+def _env(model_store: Path, data: Path) -> dict[str, str]:
+    return {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store), "LOOKALIKE_DATA_DIR": str(data)}
+
+
+def _cli(env: dict[str, str], *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)
+
+
+def _build(env: dict[str, str], dataset: Path, *extra: str) -> dict:
+    return _cli(env, "index", "build", "--dataset", str(dataset), "--model", MODEL, "--no-progress", "--json", *extra)
+
+
+def _all_ids(uri: str, collection: str) -> list[int]:
+    with Gallery(uri, collection=collection, local_index=False) as g:
+        return g.face_ids()
+
+
+@pytest.mark.parametrize("target", ["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
+def test_building_twice_leaves_one_row_per_face(target: str, request: pytest.FixtureRequest, tmp_path: Path,
+                                                model_store: Path, celeba_dir: Path) -> None:
+    env = _env(model_store, tmp_path / "data")
+    gallery_args: list[str] = []
+    uri, collection = str(tmp_path / "data" / "gallery.db"), "faces"
+    limit = ["--limit", "1000"] if target == "lite" else ["--limit", "300"]  # server: the same logic, less time
+    if target == "server":
+        uri, collection = request.getfixturevalue("milvus_server_uri"), f"idx_{int(time.time() * 1000) % 10**9}"
+        gallery_args = ["--milvus-uri", uri, "--collection", collection]
+    first = _build(env, celeba_dir, *limit, *gallery_args)
+    n = int(limit[1])
+    assert first["images"] == n and first["processed"] == n and first["already_indexed"] == 0
+    assert first["faces"] + len(first["skipped"]) == n and first["faces"] >= 0.95 * n
+    assert first["gallery"]["faces"] == first["faces"]
+    assert first["images_per_second"] > 0
+    second = _build(env, celeba_dir, *limit, *gallery_args)
+    assert second["faces"] == 0 and second["already_indexed"] == first["faces"]
+    assert second["previously_skipped"] == len(first["skipped"]) and second["processed"] == 0
+    ids = _all_ids(uri, collection)
+    assert len(ids) == len(set(ids)) == first["faces"]
+    ds = open_dataset(celeba_dir, "celeba")
+    expected = {face_id("celeba", it.rel_path, 0) for it in ds.items[:n] if it.rel_path not in first["skipped"]}
+    assert set(ids) == expected
+    stats = _cli(env, "index", "stats", "--json", *gallery_args)
+    assert stats["faces"] == first["faces"] and stats["identities"] == first["identities"]
+    assert stats["model"] == MODEL and stats["dim"] == 128
+
+
+def test_a_killed_build_resumes_without_loss_or_duplicates(tmp_path: Path, model_store: Path,
+                                                           celeba_dir: Path) -> None:
+    env = _env(model_store, tmp_path / "data")
+    args = [sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset", str(celeba_dir),
+            "--model", MODEL, "--limit", "600", "--insert-batch", "32", "--batch-size", "16", "--no-progress"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    saved = 0
+    deadline = time.monotonic() + 300
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "saved " in line and "this run" in line:
+            saved = int(line.split("(")[-1].split()[0])
+            if saved >= 96:
+                break
+        assert time.monotonic() < deadline, "the build never reported saved faces"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and 96 <= saved < 600, saved
+
+    # everything reported as saved before the kill survived it
+    ids_after_kill = _all_ids(str(tmp_path / "data" / "gallery.db"), "faces")
+    assert len(ids_after_kill) >= saved
+
+    resumed = _build(env, celeba_dir, "--limit", "600")
+    assert resumed["already_indexed"] == len(ids_after_kill)
+    assert resumed["already_indexed"] + resumed["faces"] + len(resumed["skipped"]) == 600
+    ids = _all_ids(str(tmp_path / "data" / "gallery.db"), "faces")
+    assert len(ids) == len(set(ids)) == resumed["already_indexed"] + resumed["faces"]
+    assert set(ids_after_kill) <= set(ids)
+
+
+def test_bad_photos_are_skipped_and_listed(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    # a folder-per-identity gallery with real photos and every kind of bad file
+    src = sorted((celeba_dir / "Img" / "img_celeba").glob("*.jpg"))[:6]
+    root = tmp_path / "people"
+    for i, f in enumerate(src):
+        (root / f"person_{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / f"person_{i % 2}" / f.name)
+    (root / "person_0" / "truncated.jpg").write_bytes(src[0].read_bytes()[:200])
+    (root / "person_0" / "empty.jpg").write_bytes(b"")
+    (root / "person_1" / "text.jpg").write_text("not an image")
+    cv2.imwrite(str(root / "person_1" / "blank.png"), np.full((200, 200, 3), 128, np.uint8))
+    env = _env(model_store, tmp_path / "data")
+
+    res = _build(env, root, "--format", "folders")
+    assert res["images"] == 10 and res["processed"] == 10 and res["faces"] == 6
+    skipped = res["skipped"]
+    assert set(skipped) == {"person_0/truncated.jpg", "person_0/empty.jpg", "person_1/text.jpg", "person_1/blank.png"}
+    assert skipped["person_1/blank.png"] == "no face found"
+    for bad in ("person_0/truncated.jpg", "person_0/empty.jpg", "person_1/text.jpg"):
+        assert "not a readable image" in skipped[bad] or "empty" in skipped[bad], skipped[bad]
+    assert res["gallery"]["faces"] == 6 and res["gallery"]["identities"] == 2
+
+    # a re-run remembers them; --retry-skipped tries them again
+    again = _build(env, root, "--format", "folders")
+    assert again["previously_skipped"] == 4 and again["processed"] == 0 and again["already_indexed"] == 6
+    retry = _build(env, root, "--format", "folders", "--retry-skipped")
+    assert retry["processed"] == 4 and len(retry["skipped"]) == 4 and retry["faces"] == 0
+
+
+def test_index_build_then_match_finds_the_same_person(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    env = _env(model_store, tmp_path / "data")
+    built = _build(env, celeba_dir, "--limit", "200")
+    ds = open_dataset(celeba_dir, "celeba")
+    # a photo of an indexed identity that is NOT itself in the gallery
+    indexed = {it.identity for it in ds.items[:200]}
+    probe = next(it for it in ds.items[200:] if it.identity in indexed)
+    res = _cli(env, "match", str(probe.path), "--model", MODEL, "--top-k", "5", "--json")
+    assert res["faces"], "no face found in the probe photo"
+    top_ids = [m["identity"] for m in res["faces"][0]["top"]]
+    assert len(top_ids) == 5 and probe.identity in top_ids, (probe.identity, top_ids)
+    # a gallery photo finds itself with similarity ~1
+    own = ds.items[0]
+    res = _cli(env, "match", str(own.path), "--model", MODEL, "--json")
+    best = res["faces"][0]["top"][0]
+    assert best["image"] == own.rel_path and best["score"] > 0.99
+    assert built["gallery"]["faces"] == built["faces"]
+
+
+def test_model_dimension_mismatch_is_refused(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    env = _env(model_store, tmp_path / "data")
+    with Gallery(str(tmp_path / "data" / "gallery.db")) as g:
+        g.ensure(dim=512, model="facenet-vggface2")
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset",
+                           str(celeba_dir), "--model", MODEL, "--limit", "5", "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "512" in proc.stderr and "128" in proc.stderr
