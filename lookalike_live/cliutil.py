@@ -1,0 +1,31 @@
+"""What every subcommand module shares: settings from parsed flags, and the output convention
+(``--json``: one JSON object on stdout; otherwise human text; logs always on stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings, load_settings
+
+Opt = Callable[[argparse.ArgumentParser], None]
+
+_SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
+                 "threshold", "max_faces", "top_k", "log_level")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings with the flags given on the command line on top (flags > env > config file)."""
+    return load_settings({k: getattr(args, k, None) for k in _SETTING_KEYS})
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
+    """Print ``result`` as one JSON line with ``--json``, else as ``human(result)``."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        sys.stdout.write(human(result).rstrip("\n") + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,488 @@
+"""Headless multi-camera monitor: one :class:`~lookalike_live.pipeline.Engine` per camera, JSON-lines
+events, JPEG snapshots of decided faces, per-camera health in the logs, optional Prometheus
+``/metrics``.
+
+Sharing: every camera has its own capture thread, inference thread, MediaPipe detector (not
+thread-safe) and tracker; they share one embedder (calls serialised by a lock: its input buffer
+is preallocated) and one gallery with one :class:`~lookalike_live.gallery.AsyncSearcher`
+(thread-safe; Milvus Lite also allows a single client per file).
+
+Events (one JSON object per line, flushed line by line; ``time`` is Unix seconds)::
+
+    {"event": "camera_status", "camera": "door", "time": ..., "status": "reconnecting", "message": ..., "attempt": 2, "retry_in": 1.1}
+    {"event": "track_started", "camera": "door", "time": ..., "track": 3, "bbox": [x1, y1, x2, y2], "match": null, "score": null, "state": "tentative"}
+    {"event": "identity_decided", ..., "match": {"identity": "2880", "name": "...", "score": 0.52, "image": "000123.jpg"}, "score": 0.52, "state": "decided", "snapshot": "snapshots/door/..jpg"}
+    {"event": "identity_changed", ..., "previous": {...}}
+    {"event": "track_ended", ...}
+    {"event": "search_status", "camera": "door", "time": ..., "available": false, "message": ...}
+
+``match`` is null when the track has "no close lookalike" (state ``unknown``: ``score`` is then the
+best similarity found) and while undecided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+
+from .config import Settings
+from .errors import ConfigError
+from .metrics import prometheus_text
+from .tracking import TrackEvent
+from .types import FrameResult, Match, Track
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CameraConfig",
+    "MonitorConfig",
+    "EventWriter",
+    "Monitor",
+    "parse_camera",
+    "load_monitor_config",
+    "track_event_record",
+    "status_record",
+]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    url: str
+    rtsp_transport: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(
+                f"camera name {self.name!r} is not valid: use 1-64 letters, digits, '_', '-' or '.'"
+            )
+        if not self.url.strip():
+            raise ConfigError(f"camera {self.name!r} has an empty URL")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    cameras: tuple[CameraConfig, ...]
+    events: Path | None = None  # JSON lines file (None: stdout)
+    snapshots: Path | None = None  # folder for JPEG snapshots of decided faces (None: none)
+    metrics_port: int | None = None  # Prometheus /metrics (0: any free port)
+    metrics_host: str = "127.0.0.1"
+    health_interval: float = 30.0  # seconds between per-camera health log lines
+    stall_timeout: float = 5.0
+    snapshot_margin: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ConfigError("no camera given: use --camera NAME=URL (repeatable) or --config FILE")
+        names = [c.name for c in self.cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"camera names must be unique, repeated: {', '.join(dup)}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
+        if self.health_interval <= 0:
+            raise ConfigError(f"health interval must be > 0 s, got {self.health_interval}")
+
+
+def parse_camera(text: str) -> CameraConfig:
+    """``NAME=URL`` (as given to ``--camera``) -> CameraConfig."""
+    name, sep, url = text.partition("=")
+    if not sep or not name.strip() or not url.strip():
+        raise ConfigError(f"--camera expects NAME=URL (e.g. door=rtsp://10.0.0.5/stream1), got {text!r}")
+    return CameraConfig(name.strip(), url.strip())
+
+
+def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
+    """A monitor config from TOML::
+
+        events = "events.jsonl"
+        snapshots = "snapshots"
+        metrics_port = 9108
+        [[camera]]
+        name = "door"
+        url = "rtsp://10.0.0.5/stream1"
+        rtsp_transport = "tcp"      # optional
+
+    Relative paths are relative to the config file. ``overrides`` (not None) win.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"monitor config {path} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read monitor config {path}: {exc}") from exc
+    known = {"camera", "cameras", "events", "snapshots", "metrics_port", "metrics_host", "health_interval",
+             "stall_timeout"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    cams = data.get("camera", data.get("cameras", []))
+    if not isinstance(cams, list):
+        raise ConfigError(f"{path}: [[camera]] tables expected")
+    cameras = []
+    for i, c in enumerate(cams):
+        if not isinstance(c, dict) or "name" not in c or "url" not in c:
+            raise ConfigError(f"{path}: camera #{i + 1} needs name and url")
+        cameras.append(CameraConfig(str(c["name"]), str(c["url"]), str(c.get("rtsp_transport", "auto"))))
+    base = path.parent
+
+    def rel(v: Any) -> Path | None:
+        return None if v is None else (base / Path(str(v)).expanduser())
+
+    values: dict[str, Any] = {
+        "cameras": tuple(cameras), "events": rel(data.get("events")), "snapshots": rel(data.get("snapshots")),
+        "metrics_port": data.get("metrics_port"), "metrics_host": data.get("metrics_host", "127.0.0.1"),
+        "health_interval": float(data.get("health_interval", 30.0)),
+        "stall_timeout": float(data.get("stall_timeout", 5.0)),
+    }
+    for k, v in overrides.items():
+        if v is not None:
+            values[k] = v
+    return MonitorConfig(**values)
+
+
+# --------------------------------------------------------------------------- event records
+def _match_dict(m: Match | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"identity": m.identity, "name": m.name, "score": round(float(m.score), 4), "image": m.image_ref}
+
+
+def track_event_record(camera: str, event: TrackEvent, wall_time: float | None = None) -> dict[str, Any]:
+    """The JSON-ready dict of a track event."""
+    t: Track = event.track
+    decided = t.best is not None and t.state.value == "decided"
+    rec: dict[str, Any] = {
+        "event": event.kind,
+        "camera": camera,
+        "time": round(time.time() if wall_time is None else wall_time, 3),
+        "ts_ms": round(event.ts_ms, 1),
+        "track": t.track_id,
+        "bbox": [round(v, 1) for v in t.xyxy],
+        "state": t.state.value,
+        "match": _match_dict(t.best) if decided else None,
+        "score": round(float(t.best.score), 4) if t.best is not None else None,
+    }
+    if t.best is not None and not decided:
+        rec["best"] = _match_dict(t.best)  # below the threshold, or the last answer before the gallery went down
+    if event.previous is not None:
+        rec["previous"] = _match_dict(event.previous)
+    if t.top_k:
+        rec["top_k"] = [_match_dict(m) for m in t.top_k]
+    return rec
+
+
+def status_record(camera: str, ev: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {"event": "camera_status", "camera": camera, "time": round(ev.time, 3),
+                           "status": ev.status.value, "message": ev.message}
+    if ev.attempt:
+        rec["attempt"] = ev.attempt
+    if ev.retry_in is not None:
+        rec["retry_in"] = round(ev.retry_in, 3)
+    return rec
+
+
+class EventWriter:
+    """Thread-safe JSON-lines writer: one object per line, flushed after each line, fsynced on close.
+    ``path`` None writes to stdout."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None else Path(path)
+        self._lock = threading.Lock()
+        self.count = 0
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: Any = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        else:
+            import sys
+
+            self._fh = sys.stdout
+        self._closed = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=str, ensure_ascii=False)
+        with self._lock:
+            if self._closed:
+                return
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            self.count += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._fh.flush()
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self._fh.fileno())
+                self._fh.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, margin: float = 0.3) -> Path:
+    """Write a JPEG of ``track``'s face (box plus ``margin``) from the result's frame; returns its path."""
+    import cv2
+
+    img = result.frame.image
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = track.xyxy
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    ix1, iy1 = int(max(0, x1 - mx)), int(max(0, y1 - my))
+    ix2, iy2 = int(min(w, x2 + mx)), int(min(h, y2 + my))
+    crop = img[iy1:iy2, ix1:ix2] if ix2 > ix1 and iy2 > iy1 else img
+    out = folder / camera
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{int(time.time() * 1000)}_{result.frame.index:06d}_track{track.track_id}.jpg"
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ConfigError(f"could not encode a snapshot for camera {camera}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- the monitor
+class _MetricsHandler(BaseHTTPRequestHandler):
+    render: Callable[[], str] = staticmethod(lambda: "")  # type: ignore[assignment]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's API
+        if self.path.split("?")[0] not in ("/metrics", "/"):
+            self.send_error(404, "only /metrics here")
+            return
+        body = type(self).render().encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's API
+        log.debug("metrics http: " + format, *args)
+
+
+@dataclass
+class _Camera:
+    config: CameraConfig
+    engine: Any
+    unsubscribe: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Monitor:
+    """Runs every camera of ``config`` until :meth:`stop` (see the module docstring).
+
+    ``settings``: model, detector, gallery and threshold. ``store``: the model store (tests).
+    ``engine_config``: an :class:`~lookalike_live.pipeline.EngineConfig` for every camera.
+    """
+
+    def __init__(self, config: MonitorConfig, settings: Settings, *, store: Path | None = None,
+                 engine_config: Any | None = None, capture_options: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.settings = settings
+        self.store = store
+        self.engine_config = engine_config
+        self.capture_options = dict(capture_options or {})
+        self.cameras: dict[str, _Camera] = {}
+        self.writer: EventWriter | None = None
+        self._embedder: Any = None
+        self._gallery: Any = None
+        self._searcher: Any = None
+        self._embed_lock = threading.Lock()
+        self._http: ThreadingHTTPServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self._health_stop = threading.Event()
+        self._health_thread: threading.Thread | None = None
+        self._started = False
+        self._stopped = False
+        self.snapshots = 0
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self._http is None else int(self._http.server_address[1])
+
+    def start(self) -> Monitor:
+        """Load the models, open the gallery, start every camera (and the metrics server)."""
+        from .detect import FaceDetector
+        from .embed import create_embedder
+        from .gallery import Gallery
+        from .pipeline import Engine, EngineConfig, FaceAnalyzer
+
+        if self._started:
+            return self
+        self._started = True
+        s = self.settings
+        try:
+            self.writer = EventWriter(self.config.events)
+            self._embedder = create_embedder(s.model, backend=s.backend, store=self.store)
+            self._embedder.prepare()
+            self._gallery = Gallery(s.milvus_uri, collection=s.collection, token=s.token)
+            self._gallery.check_model(self._embedder.spec.name, self._embedder.dim)
+            self._searcher = self._gallery.searcher()
+            cfg = self.engine_config or EngineConfig.from_settings(s)
+            for cam in self.config.cameras:
+                detector = FaceDetector(s.detector, store=self.store, min_score=s.min_face_score,
+                                        running_mode="video", small_faces=s.small_faces)  # type: ignore[arg-type]
+                analyzer = FaceAnalyzer(detector, self._embedder, max_faces=s.max_faces)
+                detector.prepare()
+                engine = Engine(analyzer, self._searcher, cfg, source_id=cam.name, embed_lock=self._embed_lock,
+                                owned=[detector])
+                c = _Camera(cam, engine)
+                c.unsubscribe.append(engine.subscribe_events(self._on_event(cam.name)))
+                c.unsubscribe.append(engine.subscribe_status(self._on_status(cam.name)))
+                c.unsubscribe.append(engine.subscribe_search(self._on_search(cam.name)))
+                self.cameras[cam.name] = c
+            if self.config.metrics_port is not None:
+                self._start_http()
+            for c in self.cameras.values():
+                opts = {"stall_timeout": self.config.stall_timeout, "rtsp_transport": c.config.rtsp_transport,
+                        **self.capture_options}
+                c.engine.start(c.config.url, realtime=True, **opts)
+            self._health_thread = threading.Thread(target=self._health_loop, name="monitor-health", daemon=True)
+            self._health_thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("monitoring %d camera(s): %s", len(self.cameras), ", ".join(self.cameras))
+        return self
+
+    # -- callbacks (engine threads) ----------------------------------------------------------------
+    def _write(self, rec: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.write(rec)
+
+    def _on_event(self, camera: str) -> Callable[[TrackEvent, FrameResult], None]:
+        def cb(event: TrackEvent, result: FrameResult) -> None:
+            rec = track_event_record(camera, event)
+            if self.config.snapshots is not None and event.kind in ("identity_decided", "identity_changed") \
+                    and event.track.track_id in {t.track_id for t in result.tracks if t.state.value != "lost"}:
+                try:
+                    path = save_snapshot(self.config.snapshots, camera, result, event.track, self.config.snapshot_margin)
+                    rec["snapshot"] = str(path)
+                    self.snapshots += 1
+                except (OSError, ConfigError) as exc:
+                    log.warning("%s: snapshot not saved: %s", camera, exc)
+            self._write(rec)
+
+        return cb
+
+    def _on_status(self, camera: str) -> Callable[[Any], None]:
+        def cb(ev: Any) -> None:
+            self._write(status_record(camera, ev))
+
+        return cb
+
+    def _on_search(self, camera: str) -> Callable[[bool, str], None]:
+        def cb(available: bool, message: str) -> None:
+            self._write({"event": "search_status", "camera": camera, "time": round(time.time(), 3),
+                         "available": available, "message": message})
+
+        return cb
+
+    # -- health and metrics ---------------------------------------------------------------------------
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per camera: status, fps, frames, drops, reconnects, search availability, latency p50."""
+        out = {}
+        for name, c in self.cameras.items():
+            d = c.engine.metrics.as_dict()
+            out[name] = {"status": d["status"], "fps": d["fps"], "frames": d["counters"]["frames"],
+                         "drops": d["counters"]["capture_drops"], "reconnects": d["counters"]["reconnects"],
+                         "search_available": d["search_available"],
+                         "latency_p50_ms": d["stages"]["latency"]["p50_ms"]}
+        return out
+
+    def _health_loop(self) -> None:
+        while not self._health_stop.wait(self.config.health_interval):
+            for name, h in self.health().items():
+                level = logging.INFO if h["status"] == "live" else logging.WARNING
+                log.log(level, "camera %s: %s, %.1f fps, %d frames, %d drops, %d reconnects, search %s, "
+                        "latency p50 %.0f ms", name, h["status"] or "starting", h["fps"], h["frames"], h["drops"],
+                        h["reconnects"], "up" if h["search_available"] else "DOWN", h["latency_p50_ms"])
+
+    def prometheus(self) -> str:
+        return prometheus_text({name: c.engine.metrics for name, c in self.cameras.items()})
+
+    def _start_http(self) -> None:
+        handler = type("MetricsHandler", (_MetricsHandler,), {"render": staticmethod(self.prometheus)})
+        try:
+            self._http = ThreadingHTTPServer((self.config.metrics_host, int(self.config.metrics_port or 0)), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {self.config.metrics_host}:{self.config.metrics_port}: {exc} "
+                "(use another --metrics-port, or 0 for any free port)"
+            ) from exc
+        self._http.daemon_threads = True
+        self._http_thread = threading.Thread(target=self._http.serve_forever, name="monitor-metrics", daemon=True)
+        self._http_thread.start()
+        log.info("Prometheus metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics_port)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def stop(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Stop every camera, the metrics server, the searcher and the gallery; complete the
+        events file (flushed, fsynced). Idempotent. Returns the per-camera summaries."""
+        if self._stopped:
+            return {}
+        self._stopped = True
+        self._health_stop.set()
+        summaries: dict[str, Any] = {}
+        for c in self.cameras.values():
+            c.engine.request_stop()  # all cameras stop together, then each is joined
+        for name, c in self.cameras.items():
+            summaries[name] = c.engine.stop(timeout)
+            for u in c.unsubscribe:
+                u()
+            c.engine.close()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for obj in (self._searcher, self._gallery, self._embedder):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001
+                    log.debug("error while closing %s", obj, exc_info=True)
+        if self.writer is not None:
+            self.writer.close()
+        return summaries
+
+    def run(self, stop_event: threading.Event) -> dict[str, Any]:
+        """Start, wait until ``stop_event`` is set, stop; returns the per-camera summaries."""
+        self.start()
+        try:
+            while not stop_event.wait(0.5):
+                pass
+        finally:
+            summaries = self.stop()
+        return summaries
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def cameras_from_args(cameras: Sequence[str] | None) -> tuple[CameraConfig, ...]:
+    return tuple(parse_camera(c) for c in (cameras or []))

@@ -1,0 +1,179 @@
+"""The headless monitor: config parsing, the events writer, and a real RTSP camera (rtsp-server-perl +
+ffmpeg on loopback) that goes away and comes back while `lookalike-live monitor` runs in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from live_fixtures import LiveGallery, gallery_copy, live_cli_command, live_gallery  # noqa: F401
+
+from lookalike_live.errors import ConfigError
+from lookalike_live.monitor import (
+    EventWriter,
+    MonitorConfig,
+    load_monitor_config,
+    parse_camera,
+    track_event_record,
+)
+from lookalike_live.tracking import TrackEvent
+from lookalike_live.types import Match, Track, TrackState
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_camera_and_config_parsing(tmp_path: Path) -> None:
+    cam = parse_camera("door=rtsp://user:pw@10.0.0.5:554/stream1")
+    assert cam.name == "door" and cam.url == "rtsp://user:pw@10.0.0.5:554/stream1"
+    for bad in ("door", "=rtsp://x/y", "door="):
+        with pytest.raises(ConfigError, match="NAME=URL"):
+            parse_camera(bad)
+    with pytest.raises(ConfigError, match="not valid"):
+        parse_camera("front door=rtsp://x/y")
+    with pytest.raises(ConfigError, match="unique"):
+        MonitorConfig(cameras=(parse_camera("a=rtsp://x/1"), parse_camera("a=rtsp://x/2")))
+    with pytest.raises(ConfigError, match="no camera"):
+        MonitorConfig(cameras=())
+    cfg_file = tmp_path / "monitor.toml"
+    cfg_file.write_text('events = "out/events.jsonl"\nmetrics_port = 0\n[[camera]]\nname = "door"\n'
+                        'url = "rtsp://10.0.0.5/s"\nrtsp_transport = "tcp"\n[[camera]]\nname = "yard"\nurl = "rtsp://10.0.0.6/s"\n')
+    cfg = load_monitor_config(cfg_file, snapshots=tmp_path / "snaps")
+    assert [c.name for c in cfg.cameras] == ["door", "yard"] and cfg.cameras[0].rtsp_transport == "tcp"
+    assert cfg.events == tmp_path / "out" / "events.jsonl" and cfg.metrics_port == 0
+    assert cfg.snapshots == tmp_path / "snaps"
+    (tmp_path / "bad.toml").write_text('cameraz = 1\n')
+    with pytest.raises(ConfigError, match="unknown keys cameraz"):
+        load_monitor_config(tmp_path / "bad.toml")
+
+
+def test_event_writer_lines_stay_whole_under_concurrency(tmp_path: Path) -> None:
+    path = tmp_path / "ev.jsonl"
+    w = EventWriter(path)
+
+    def burst(k: int) -> None:
+        for i in range(200):
+            w.write({"event": "x", "k": k, "i": i, "pad": "y" * (i % 50)})
+
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    w.write({"event": "after close"})  # ignored, no error
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(recs) == 800 == w.count and {r["k"] for r in recs} == {0, 1, 2, 3}
+
+
+def test_track_event_record_fields() -> None:
+    t = Track(4, (1.0, 2.0, 3.0, 4.0), Match("2880", "Ada", 0.61, "000123.jpg"), {"2880": 0.5}, TrackState.DECIDED)
+    rec = track_event_record("door", TrackEvent("identity_decided", t, 1000.0, 30, None, 900.0), wall_time=5.0)
+    assert rec == {"event": "identity_decided", "camera": "door", "time": 5.0, "ts_ms": 1000.0, "track": 4,
+                   "bbox": [1.0, 2.0, 3.0, 4.0], "state": "decided", "score": 0.61,
+                   "match": {"identity": "2880", "name": "Ada", "score": 0.61, "image": "000123.jpg"}}
+    unknown = Track(4, (1.0, 2.0, 3.0, 4.0), Match("7", "", 0.2), {}, TrackState.UNKNOWN)
+    rec = track_event_record("door", TrackEvent("identity_changed", unknown, 1.0, 1, t.best, 0.0))
+    assert rec["match"] is None and rec["score"] == 0.2 and rec["best"]["identity"] == "7"
+    assert rec["previous"]["identity"] == "2880"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [json.loads(line) for line in text.splitlines()[: text.count("\n")]]  # whole lines only
+
+
+def _wait(pred, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"monitor exited ({proc.returncode}) while waiting for {what}:\n"
+                                 f"{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def test_monitor_rtsp_camera_goes_away_and_comes_back(gallery_copy: LiveGallery, hamilton_clip: Path,  # noqa: F811
+                                                       tmp_path: Path) -> None:
+    from rtsp_server import RtspTestServer, missing_tools
+
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    events, snaps, log = tmp_path / "events.jsonl", tmp_path / "snaps", tmp_path / "monitor.log"
+    port = _free_port()
+    dead = f"rtsp://127.0.0.1:{_free_port()}/nothing"
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(gallery_copy.store), "PYTHONUNBUFFERED": "1"}
+    (tmp_path / "rtsp").mkdir()
+    with RtspTestServer(hamilton_clip, log_dir=tmp_path / "rtsp") as server:
+        cmd = [*live_cli_command(TESTS), "monitor", "--camera", f"stage={server.url}", "--camera", f"dead={dead}",
+               "--events", str(events), "--snapshots", str(snaps), "--metrics-port", str(port),
+               "--health-interval", "1", "--model", "mobilefacenet", "--backend", "onnx",
+               "--milvus-uri", gallery_copy.uri, "--threshold", "0.2", "--json"]
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
+        try:
+            def has(pred) -> bool:  # type: ignore[no-untyped-def]
+                return any(pred(r) for r in _events(events))
+
+            _wait(lambda: has(lambda r: r["camera"] == "stage" and r["event"] == "identity_decided"), 90,
+                  "a decision on the RTSP camera", proc, log)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            assert 'lookalike_frames_total{camera="stage"}' in body and 'camera="dead"' in body
+
+            server.stop()  # the camera goes away ...
+            _wait(lambda: has(lambda r: r["camera"] == "stage" and r.get("status") == "reconnecting"), 30,
+                  "the monitor to notice and reconnect", proc, log)
+            n_before = len(_events(events))
+            server.start()  # ... and comes back on the same URL
+            _wait(lambda: any(r["camera"] == "stage" and r.get("status") == "live" for r in _events(events)[n_before:]),
+                  60, "the camera to be live again", proc, log)
+            _wait(lambda: any(r["camera"] == "stage" and r["event"] == "track_started"
+                              for r in _events(events)[n_before:]), 30, "faces after the reconnect", proc, log)
+            assert proc.poll() is None  # no crash
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads(out)
+    assert summary["cameras"]["stage"]["frames"] > 5 and summary["cameras"]["stage"]["reconnects"] >= 1
+
+    text = events.read_text()
+    assert text.endswith("\n")
+    recs = [json.loads(line) for line in text.splitlines()]  # every line is valid JSON
+    assert summary["event_count"] == len(recs)
+    dead_status = [r["status"] for r in recs if r["camera"] == "dead"]
+    assert "reconnecting" in dead_status and "live" not in dead_status
+    assert any(r["camera"] == "dead" and r.get("message") for r in recs if r.get("status") == "reconnecting")
+    stage = [r for r in recs if r["camera"] == "stage"]
+    for r in stage:
+        assert {"event", "camera", "time"} <= set(r)
+        if r["event"] in ("track_started", "identity_decided", "identity_changed", "track_ended"):
+            assert len(r["bbox"]) == 4 and "match" in r and "score" in r
+    started = {r["track"] for r in stage if r["event"] == "track_started"}
+    ended = {r["track"] for r in stage if r["event"] == "track_ended"}
+    assert started == ended  # clean shutdown ends every track
+    shots = [r["snapshot"] for r in stage if "snapshot" in r]
+    assert shots and all(Path(p).is_file() and Path(p).read_bytes()[:2] == b"\xff\xd8" for p in shots)
