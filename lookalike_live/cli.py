@@ -12,15 +12,16 @@ Conventions shared by every subcommand:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Settings, config_path, load_settings
+from .cliutil import emit as _emit
+from .cliutil import settings_from_args as _settings
+from .config import config_path
 from .errors import LookalikeError
 
 log = logging.getLogger("lookalike_live")
@@ -63,19 +64,6 @@ def _gallery_opts(p: argparse.ArgumentParser) -> None:
 
 def _json_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (logs stay on stderr)")
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    keys = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
-            "threshold", "max_faces", "top_k", "log_level")
-    return load_settings({k: getattr(args, k, None) for k in keys})
-
-
-def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
-    else:
-        sys.stdout.write(human(result).rstrip("\n") + "\n")
 
 
 # --------------------------------------------------------------------------- models
@@ -175,9 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     _json_opt(q)
     q.set_defaults(func=cmd_models_build_engine)
 
-    from . import commands
+    from . import commands, live_cli
 
     commands.register(sub, _model_opts, _detector_opts, _gallery_opts, _json_opt)
+    live_cli.register(sub, _model_opts, _detector_opts, _gallery_opts, _json_opt)
+
+    from .gui import cli as gui_cli  # no Qt import until `app` runs
+
+    gui_cli.register(sub, _model_opts, _detector_opts, _gallery_opts, _json_opt)
     return parser
 
 

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import LookalikeError
+from .cliutil import Opt
+from .cliutil import emit as _emit
+from .cliutil import settings_from_args as _settings
+from .errors import ConfigError, LookalikeError
 
 log = logging.getLogger("lookalike_live")
 
-Opt = Callable[[argparse.ArgumentParser], None]
-
-
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .cli import _settings as s
-
-    return s(args)
-
-
-def _emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
-    else:
-        sys.stdout.write(human(result).rstrip("\n") + "\n")
 
 
 def _summary_text(title: str) -> Callable[[dict[str, Any]], str]:
@@ -221,6 +208,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     json_opt(p)
     p.set_defaults(func=cmd_match)
 
+    register_eval(sub, model_opts, detector_opts, json_opt)
     register_bench(sub)
 
 
@@ -248,3 +236,48 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search-n", type=int, default=202_599, help="vectors in the search benchmark")
     p.add_argument("--no-milvus-server", action="store_true", help="search: Milvus Lite only")
     p.set_defaults(func=cmd_bench)
+
+
+# --------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .datasets import open_dataset
+    from .evaluation import evaluate_dataset
+    from .pipeline import FaceAnalyzer
+
+    settings = _settings(args)
+    dataset = open_dataset(args.dataset, args.format, names_csv=None)
+    with FaceAnalyzer.from_settings(settings) as analyzer:
+        try:
+            res = evaluate_dataset(dataset, analyzer, gallery_per_id=args.gallery_per_id, limit=args.limit,
+                                   far=args.far, progress=not args.no_progress)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def human(r: dict[str, Any]) -> str:
+        return (f"{r['model']} on {r['dataset']}: {r['faces']} faces of {r['identities']} identities "
+                f"({r['gallery']} gallery, {r['queries']} queries)\n"
+                f"top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  ROC AUC {r['roc_auc']:.4f}\n"
+                f"threshold at FAR {r['far']}: {r['threshold_at_far']:.3f} (TAR {r['tar_at_far']:.3f}); "
+                f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s")
+
+    _emit(args, res, human)
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, json_opt: Opt) -> None:
+    p = sub.add_parser(
+        "eval", help="recognition accuracy of a model on a labelled face dataset",
+        description="Embed one face per photo; per identity the first photos form the gallery and the rest "
+        "query it: top-1/top-5 identification (exact cosine search), verification ROC AUC, and the "
+        "similarity threshold at a target false-accept rate (a good --threshold for the live overlay).",
+    )
+    p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
+    p.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba", help="dataset layout")
+    p.add_argument("--gallery-per-id", type=int, default=7, help="gallery photos per identity (default 7)")
+    p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model_opts(p)
+    detector_opts(p)
+    json_opt(p)
+    p.set_defaults(func=cmd_eval)

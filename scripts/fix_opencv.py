@@ -12,6 +12,7 @@ Run by ``make install``; safe to run again.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import subprocess
 import sys
@@ -28,10 +29,8 @@ WANTED = "opencv-contrib-python-headless"
 def installed() -> dict[str, str]:
     found = {}
     for name in FLAVOURS:
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return found
 
 

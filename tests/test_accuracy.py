@@ -66,3 +66,29 @@ def test_embed_cli_on_celeba_identifies_lookalikes(celeba_embeddings: dict, cele
     print(f"top1={acc[1]:.3f} top5={acc[5]:.3f} auc={auc:.4f} queries={int(q.sum())}")
     assert acc[1] >= 0.90
     assert auc >= 0.95
+
+
+def test_threshold_at_far_definition() -> None:
+    from lookalike_live.evaluation import threshold_at_far
+
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.normal(0.7, 0.1, 500), rng.normal(0.1, 0.1, 5000)])
+    same = np.concatenate([np.ones(500, bool), np.zeros(5000, bool)])
+    thr, tar = threshold_at_far(scores, same, 0.01)
+    assert np.mean(scores[~same] >= thr) <= 0.01 < np.mean(scores[~same] >= thr - 1e-3)
+    assert tar == pytest.approx(np.mean(scores[same] >= thr))
+
+
+def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike_live.cli", "eval", "--dataset", str(celeba_dir), "--model", "mobilefacenet",
+         "--limit", "400", "--gallery-per-id", "3", "--json", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["images"] == 400 and res["faces"] + len(res["skipped"]) == 400
+    assert res["gallery"] + res["queries"] == res["faces"]
+    assert res["top1"] >= 0.85 and res["top5"] >= res["top1"] and res["roc_auc"] >= 0.93
+    assert 0.0 < res["threshold_at_far"] < 1.0 and 0.5 < res["tar_at_far"] <= 1.0

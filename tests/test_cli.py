@@ -25,7 +25,7 @@ def cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> su
 
 def test_help_and_version() -> None:
     out = cli("--help").stdout
-    for word in ("models", "embed", "index", "run", "monitor", "app", "eval", "bench"):
+    for word in ("models", "embed", "index", "match", "run", "monitor", "app", "eval", "bench"):
         assert f"    {word} " in out, f"subcommand {word} missing from --help"
     assert cli("--version").stdout.strip() == f"lookalike-live {__version__}"
     for sub in (["models", "fetch"], ["embed"]):

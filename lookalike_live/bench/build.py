@@ -18,25 +18,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def embedder_store(model: str, store: Path | None, scratch: Path) -> tuple[Any, Path | None, str]:
-    """(spec, store holding the model, where its weights came from). FaceNet without its real
-    weights gets seeded random weights in ``scratch``: the same graph, so the same cost."""
-    from ..errors import ModelNotInstalledError
-    from ..models import get_spec, require
-
-    try:
-        spec, _ = require(model, store)
-        return spec, store, "installed"
-    except ModelNotInstalledError:
-        spec = get_spec(model, store)
-        if spec.source.convert != "facenet":
-            raise
-    from ..facenet import export_random_onnx
-
-    export_random_onnx(scratch / spec.file, seed=0, size=spec.input.size)
-    return spec, scratch, "random weights (seed 0): real graph, not real weights"
-
-
 def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggface2", limit: int | None = None,
         batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None) -> dict[str, Any]:
     from ..datasets import open_dataset
@@ -47,13 +28,16 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggf
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         scratch = Path(tmp)
-        spec, embed_store, note = embedder_store(model, store, scratch)
-        embedder = create_embedder(spec.name, backend="onnx", store=embed_store)
+        from .live import model_store  # detectors + the model (FaceNet: random weights if absent)
+
+        mstore, note = model_store(model, scratch, store, shared_models=None)
+        embedder = create_embedder(model, backend="onnx", store=mstore)
+        spec = embedder.spec
         dataset = open_dataset(dataset_dir, "celeba")
         uri = milvus_uri or str(scratch / "bench.db")
 
         def make_detector() -> FaceDetector:
-            return FaceDetector("full", store=store, running_mode="image", fallback="short")
+            return FaceDetector("full", store=mstore, running_mode="image", fallback="short")
 
         with Gallery(uri, collection="bench_build") as gallery:
             summary = build_index(dataset, make_detector, embedder, gallery,
