@@ -257,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return (f"{r['model']} on {r['dataset']}: {r['faces']} faces of {r['identities']} identities "
                 f"({r['gallery']} gallery, {r['queries']} queries)\n"
                 f"top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  ROC AUC {r['roc_auc']:.4f}\n"
-                f"threshold at FAR {r['far']}: {r['threshold_at_far']:.3f} (TAR {r['tar_at_far']:.3f}); "
+                f"threshold at FAR {r['far']}: {r['threshold']:.3f} (TAR {r['tar_at_far']:.3f}); "
                 f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s")
 
     _emit(args, res, human)
@@ -265,8 +265,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, json_opt: Opt) -> None:
-    p = sub.add_parser(
-        "eval", help="recognition accuracy of a model on a labelled face dataset",
+    e = sub.add_parser("eval", help="recognition accuracy of a model on a labelled face dataset",
+                       description="Measure how right a model is on labelled photos.")
+    esub = e.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    p = esub.add_parser(
+        "identify", help="closed-set identification: top-1/top-5, ROC AUC, threshold at a FAR",
         description="Embed one face per photo; per identity the first photos form the gallery and the rest "
         "query it: top-1/top-5 identification (exact cosine search), verification ROC AUC, and the "
         "similarity threshold at a target false-accept rate (a good --threshold for the live overlay).",

@@ -131,6 +131,7 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     thr, tar = threshold_at_far(scores, same, far)
     out.update({f"top{k}": round(a, 4) for k, a in acc.items()})
     out.update(identities=len(set(ids)), gallery=int(g.sum()), queries=int(q.sum()),
-               roc_auc=round(roc_auc(scores, same), 4), far=far, threshold_at_far=round(thr, 4),
-               tar_at_far=round(tar, 4))
+               roc_auc=round(roc_auc(scores, same), 4), far=far, threshold=round(thr, 4),
+               tar_at_far=round(tar, 4),
+               undetected=sum(1 for r in skipped.values() if r == "no face found"))
     return out

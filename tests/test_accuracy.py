@@ -82,8 +82,8 @@ def test_threshold_at_far_definition() -> None:
 def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
     proc = subprocess.run(
-        [sys.executable, "-m", "lookalike_live.cli", "eval", "--dataset", str(celeba_dir), "--model", "mobilefacenet",
-         "--limit", "400", "--gallery-per-id", "3", "--json", "--no-progress"],
+        [sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(celeba_dir),
+         "--model", "mobilefacenet", "--limit", "400", "--gallery-per-id", "3", "--json", "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -91,4 +91,4 @@ def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     assert res["images"] == 400 and res["faces"] + len(res["skipped"]) == 400
     assert res["gallery"] + res["queries"] == res["faces"]
     assert res["top1"] >= 0.85 and res["top5"] >= res["top1"] and res["roc_auc"] >= 0.93
-    assert 0.0 < res["threshold_at_far"] < 1.0 and 0.5 < res["tar_at_far"] <= 1.0
+    assert 0.0 < res["threshold"] < 1.0 and 0.5 < res["tar_at_far"] <= 1.0
