@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export LOOKALIKE_SHARED ?= $(SHARED)
 
-.PHONY: help install test test-fast lint typecheck models app bench clean
+.PHONY: help install test test-fast lint typecheck models demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,22 @@ models: install  ## install models: from $(SHARED)/models when present, else dow
 	  $(BIN)/lookalike-live models fetch --from "$(SHARED)/models"; \
 	else \
 	  $(BIN)/lookalike-live models fetch && $(BIN)/lookalike-live models convert facenet-vggface2; \
+	fi
+
+# The main job on the embedded default (Milvus Lite file in the user data dir): models, gallery,
+# then the live app (or, without a display, the same engine headless on the clip).
+DATASET ?= $(SHARED)/testdata/celeba
+SOURCE  ?= $(if $(wildcard $(SHARED)/testdata/video/short_hamilton_clip.mp4),$(SHARED)/testdata/video/short_hamilton_clip.mp4,0)
+MODEL   ?= $(shell $(BIN)/python -c "from lookalike_live.models import get_spec; print('facenet-vggface2' if get_spec('facenet-vggface2').is_installed() else 'mobilefacenet')" 2>/dev/null || echo facenet-vggface2)
+
+demo: models  ## install, index $(DATASET) into Milvus Lite, open the live app on $(SOURCE)
+	$(BIN)/lookalike-live index build --dataset "$(DATASET)" --format celeba --model $(MODEL)
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+	  $(BIN)/lookalike-live app --source "$(SOURCE)" --model $(MODEL); \
+	else \
+	  echo "no display: running the same engine headless -> demo-out/"; \
+	  $(BIN)/lookalike-live run --source "$(SOURCE)" --headless --model $(MODEL) \
+	    --out demo-out/annotated.mp4 --events demo-out/events.jsonl; \
 	fi
 
 bench: install  ## run the benchmarks, JSON to bench-results/
