@@ -86,15 +86,16 @@ PROP_DIM = "lookalike.dim"
 PROP_SCHEMA = "lookalike.schema"
 PROP_GENERATION = "lookalike.generation"
 
-#: HNSW parameters, measured on a Milvus 2.3 server with 202,599 clustered 512-d vectors
-#: (lookalike_live.bench.search): M=16 needs ef=256 for recall@1 0.995 against exact search (0.89
-#: at ef=64); M=32 / efConstruction=200 reaches 0.99 at ef=48 and 0.995 at ef=64, at ~2.7x the
-#: index build time (684 s vs 250 s on 2 busy CPU cores). Faces of one identity are near-ties, which
-#: is what makes "the exact nearest face" hard for a graph index (the nearest *identity* was right
-#: in 100% of queries at every setting).
+#: HNSW parameters. lookalike_live.bench.search on a Milvus 2.3 server, 202,599 clustered 512-d
+#: vectors, 200 queries, 2-core CPU shared by server and client (2026-11-26): M=32 /
+#: efConstruction=200 took 712 s to index; recall@1 against exact search 0.985-0.99 at ef 48-64,
+#: 0.995 at ef 80, 1.0 at ef 96 and 128, with nq=8 p50 20.6-29.8 ms at every ef (noise dominates
+#: the differences). Faces of one identity are near-ties, which makes "the exact nearest face" hard
+#: for a graph index; the nearest *identity* was right for every query at every ef. ef 96 is the
+#: smallest setting with recall@1 1.0 there.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF = 64
+HNSW_EF = 96
 
 #: Milvus's default indexCoord.segment.minSegmentNumRowsToEnableIndex
 MIN_INDEXED_SEGMENT_ROWS = 1024
