@@ -1289,6 +1289,10 @@ def _cancel(fut: concurrent.futures.Future) -> None:
         fut.set_running_or_notify_cancel()
 
 
+class _FastFail(GalleryUnavailableError):
+    """Raised between reconnect attempts without contacting Milvus."""
+
+
 class AsyncSearcher:
     """Runs gallery searches off the caller's thread: ``submit()`` returns at once with a
     :class:`concurrent.futures.Future` of ``list[list[Match]]``; video never waits for Milvus.
@@ -1325,6 +1329,7 @@ class AsyncSearcher:
         self._load_task: asyncio.Future[Any] | None = None
         self._client_failed_at = 0.0
         self._last_error = ""
+        self._connect_error = ""  # the last real connection failure (not a fast-fail)
         info = gallery._require()
         self._dim = int(info["dim"])
         self._local_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gallery-local")
@@ -1458,8 +1463,9 @@ class AsyncSearcher:
             return self._client
         wait = self._client_failed_at + self.reconnect_interval - time.monotonic()
         if wait > 0:
-            raise GalleryUnavailableError(_unavailable_message(
-                self.gallery.uri, f"reconnecting, next try in {wait:.1f} s; last error: {self._last_error}"))
+            # fail fast between reconnect attempts; this must not push the next attempt back
+            raise _FastFail(_unavailable_message(
+                self.gallery.uri, f"reconnecting, next try in {wait:.1f} s; last error: {self._connect_error}"))
         from pymilvus import AsyncMilvusClient
 
         if self._client_failed_at:
@@ -1485,8 +1491,11 @@ class AsyncSearcher:
                 g.collection, data=q, limit=k, output_fields=_FACE_OUTPUT + (["thumbnail"] if thumbs else []),
                 search_params={"metric_type": "COSINE", "params": {"ef": max(g.ef, k)}},
                 consistency_level="Session", timeout=self.timeout), self.timeout)
+        except _FastFail:
+            raise
         except Exception as exc:
             if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or _is_unavailable(exc):
+                self._connect_error = _reason(exc)
                 await self._drop_client()
             elif _is_not_loaded(exc):
                 # a restarted server reloads its collections by itself; ask for it anyway

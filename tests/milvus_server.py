@@ -215,6 +215,11 @@ class MilvusServer:
         # every component registers its address in etcd; by default that is the first unicast
         # address of the machine, which may not route back to itself in a sandbox: use loopback
         env.update({f"{c}_IP": "127.0.0.1" for c in _IP_ENV})
+        # After a kill the dead process's etcd session lives on for its TTL (etcd renews leases when
+        # it restarts), and until it expires the query coordinator routes searches to the dead
+        # query node ("node not match"): a short TTL makes a restarted server serve again sooner.
+        # A bounded graceful stop (default 1800 s) lets SIGTERM finish instead of hanging.
+        env.update(COMMON_SESSION_TTL="10", COMMON_GRACEFULSTOPTIMEOUT="10")
         self._log = open(self.data_dir / "launcher.log", "ab")  # noqa: SIM115 - closed in stop()
         t0 = time.monotonic()
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
