@@ -266,6 +266,33 @@ def test_unreachable_rtsp_and_missing_webcam_banners(qtbot, make_window, live_ga
     assert w.heartbeat.max_gap_ms < 500  # the window kept running through all of it
 
 
+def test_stream_lost_mid_run_banner_then_recovers(qtbot, make_window, live_gallery: LiveGallery,  # noqa: F811
+                                                 hamilton_clip: Path, tmp_path: Path) -> None:
+    """A real RTSP stream that dies mid-run: the window says so (and keeps running), then the
+    banner goes by itself when the stream is back."""
+    from rtsp_server import RtspTestServer, missing_tools
+
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    with RtspTestServer(hamilton_clip, log_dir=tmp_path) as server:
+        w = make_window(live_gallery.settings(), live_gallery.store)
+        assert w.start(server.url)
+        qtbot.waitUntil(lambda: w.bridge.engine is not None and w.bridge.engine.latest() is not None, timeout=60000)
+        assert w.banners.text("source") is None
+        server.stop()  # blocks this (the GUI) thread: the heartbeat is measured from here on
+        w.heartbeat.reset()
+        qtbot.waitUntil(lambda: w.banners.text("source") is not None, timeout=60000)
+        assert w.heartbeat.max_gap_ms < 500  # the window kept running while the stream was gone
+        frames_when_lost = w.bridge.engine.latest().frame.index
+        server.start()
+        w.heartbeat.reset()
+        qtbot.waitUntil(lambda: w.banners.text("source") is None
+                        and w.bridge.engine.latest().frame.index != frames_when_lost, timeout=90000)
+        assert w.heartbeat.max_gap_ms < 500
+        w.stop()
+
+
 def test_missing_model_banner(qtbot, make_window, live_gallery: LiveGallery, hamilton_clip: Path,  # noqa: F811
                               tmp_path: Path) -> None:
     empty_store = tmp_path / "no-models"
