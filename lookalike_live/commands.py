@@ -284,3 +284,44 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
     detector_opts(p)
     json_opt(p)
     p.set_defaults(func=cmd_eval)
+
+    p = esub.add_parser(
+        "verify", help="face verification on LFW-format pairs: 10-fold accuracy, ROC AUC, TAR at FAR",
+        description="Score every pair of pairs.txt (LFW format: a 'FOLDS N' header, then per fold N "
+        "'name i j' same-person and N 'name1 i name2 j' different-person lines; images are "
+        "DIR/name/name_%%04d.jpg) by the cosine similarity of the largest face of each image.",
+    )
+    p.add_argument("--pairs", type=Path, required=True, metavar="FILE", help="LFW-format pairs file")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of name/name_0001.jpg images")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    model_opts(p)
+    detector_opts(p)
+    json_opt(p)
+    p.set_defaults(func=cmd_eval_verify)
+
+
+def cmd_eval_verify(args: argparse.Namespace) -> int:
+    from .evaluation import parse_lfw_pairs, verify_pairs
+    from .pipeline import FaceAnalyzer
+
+    if not args.pairs.is_file():
+        raise ConfigError(f"pairs file not found: {args.pairs}")
+    if not args.images.is_dir():
+        raise ConfigError(f"images folder not found: {args.images}")
+    folds = parse_lfw_pairs(args.pairs, args.images)
+    settings = _settings(args)
+    with FaceAnalyzer.from_settings(settings) as analyzer:
+        try:
+            res = verify_pairs(folds, analyzer, progress=not args.no_progress)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def human(r: dict[str, Any]) -> str:
+        return (f"{r['pairs']} pairs in {r['folds']} folds ({r['left_out_pairs']} left out: unreadable or no face)\n"
+                f"accuracy {r['accuracy']:.4f} +- {r['accuracy_std']:.4f} at threshold {r['threshold']:.3f}; "
+                f"ROC AUC {r['roc_auc']:.4f}; TAR {r['tar_at_far_0.001']:.3f} at FAR 1e-3, "
+                f"{r['tar_at_far_0.01']:.3f} at FAR 1e-2")
+
+    _emit(args, res, human)
+    return 0
+

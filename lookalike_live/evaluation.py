@@ -135,3 +135,110 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
                tar_at_far=round(tar, 4),
                undetected=sum(1 for r in skipped.values() if r == "no face found"))
     return out
+
+
+# --------------------------------------------------------------------------- verification (LFW pairs)
+def parse_lfw_pairs(path, images_dir, ext: str = ".jpg") -> list[list[tuple]]:  # type: ignore[no-untyped-def]
+    """LFW ``pairs.txt``: a header ``FOLDS N`` then per fold N same-person lines
+    ``name i j`` and N different-person lines ``name1 i name2 j``; images are
+    ``images_dir/name/name_%04d.jpg``. Returns folds of (image1, image2, same) tuples.
+    A header-less file (pairs only) is one fold."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    root = Path(images_dir)
+
+    def img(name: str, idx: str) -> Path:
+        return root / name / f"{name}_{int(idx):04d}{ext}"
+
+    lines = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ConfigError(f"{path}: no pairs")
+    folds_n, per = (int(lines[0][0]), int(lines[0][1])) if len(lines[0]) == 2 else (1, 0)
+    body = lines[1:] if len(lines[0]) == 2 else lines
+    pairs: list[tuple] = []
+    for no, parts in enumerate(body, start=2 if len(lines[0]) == 2 else 1):
+        if len(parts) == 3:
+            pairs.append((img(parts[0], parts[1]), img(parts[0], parts[2]), True))
+        elif len(parts) == 4:
+            pairs.append((img(parts[0], parts[1]), img(parts[2], parts[3]), False))
+        else:
+            raise ConfigError(f"{path}:{no}: expected 'name i j' or 'name1 i name2 j', got {' '.join(parts)!r}")
+    if folds_n > 1:
+        if len(pairs) != folds_n * 2 * per:
+            raise ConfigError(f"{path}: header says {folds_n} folds x {2 * per} pairs, found {len(pairs)} pairs")
+        size = 2 * per
+        return [pairs[f * size : (f + 1) * size] for f in range(folds_n)]
+    return [pairs]
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold (midpoint between neighbouring scores) that maximises accuracy."""
+    s = np.sort(np.unique(scores))
+    cands = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-6]])
+    acc = [np.mean((scores >= t) == labels) for t in cands]
+    return float(cands[int(np.argmax(acc))])
+
+
+def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> tuple[float, float, list[float]]:
+    """LFW protocol: for each fold, the threshold that is best on the other folds, applied to it.
+    Returns (mean accuracy, std, per-fold thresholds). One fold: the threshold is fit on itself."""
+    scores, labels, fold = np.asarray(scores, np.float64), np.asarray(labels, bool), np.asarray(fold)
+    accs, thrs = [], []
+    ids = np.unique(fold)
+    for f in ids:
+        test = fold == f
+        train = ~test if len(ids) > 1 else test
+        t = best_threshold(scores[train], labels[train])
+        thrs.append(t)
+        accs.append(float(np.mean((scores[test] >= t) == labels[test])))
+    return float(np.mean(accs)), float(np.std(accs)), thrs
+
+
+def verify_pairs(folds: list[list[tuple]], analyzer, *, progress: bool = True) -> dict:  # type: ignore[no-untyped-def]
+    """Embed each image of the pairs once (its largest face) and score every pair by cosine
+    similarity: 10-fold accuracy, ROC AUC, TAR at FAR 1e-3 and 1e-2. Pairs with an unreadable
+    image or no face are left out and counted."""
+    from tqdm import tqdm
+
+    from .errors import LookalikeError
+    from .imageio import read_image
+
+    images = sorted({p for f in folds for a, b, _ in f for p in (a, b)})
+    vec: dict = {}
+    problems: dict[str, str] = {}
+    for path in tqdm(images, unit="img", desc="verify", disable=not progress, dynamic_ncols=True):
+        try:
+            image = read_image(path)
+        except LookalikeError as exc:
+            problems[str(path)] = str(exc)
+            continue
+        dets = analyzer.detect(image)
+        if len(dets) == 0:
+            problems[str(path)] = "no face found"
+            continue
+        _, emb = analyzer.embed_faces(image, dets[[int(np.argmax(dets.area))]])
+        vec[path] = emb.vectors[0]
+    scores, labels, fold_of = [], [], []
+    left_out = 0
+    for f, pairs in enumerate(folds):
+        for a, b, same in pairs:
+            if a not in vec or b not in vec:
+                left_out += 1
+                continue
+            scores.append(float(vec[a] @ vec[b]))
+            labels.append(bool(same))
+            fold_of.append(f)
+    s, y = np.asarray(scores), np.asarray(labels, bool)
+    if y.all() or not y.any():
+        raise ValueError("verification needs both same-person and different-person pairs with faces")
+    acc, std, thrs = kfold_accuracy(s, y, np.asarray(fold_of))
+    out = {"folds": len(folds), "pairs": len(s), "left_out_pairs": left_out, "images": len(images),
+           "undetected": sum(1 for r in problems.values() if r == "no face found"), "problems": problems,
+           "accuracy": round(acc, 4), "accuracy_std": round(std, 4),
+           "threshold": round(float(np.mean(thrs)), 4), "roc_auc": round(roc_auc(s, y), 4)}
+    for far in (1e-3, 1e-2):
+        thr, tar = threshold_at_far(s, y, far)
+        out[f"tar_at_far_{far:g}"] = round(tar, 4)
+    return out

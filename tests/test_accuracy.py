@@ -92,3 +92,72 @@ def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     assert res["gallery"] + res["queries"] == res["faces"]
     assert res["top1"] >= 0.85 and res["top5"] >= res["top1"] and res["roc_auc"] >= 0.93
     assert 0.0 < res["threshold"] < 1.0 and 0.5 < res["tar_at_far"] <= 1.0
+
+
+def test_kfold_accuracy_uses_thresholds_from_the_other_folds() -> None:
+    from lookalike_live.evaluation import kfold_accuracy
+
+    rng = np.random.default_rng(2)
+    labels = np.tile([True] * 50 + [False] * 50, 4)
+    scores = np.where(labels, rng.normal(0.6, 0.1, 400), rng.normal(0.1, 0.1, 400))
+    fold = np.repeat(np.arange(4), 100)
+    acc, std, thrs = kfold_accuracy(scores, labels, fold)
+    assert len(thrs) == 4 and all(0.2 < t < 0.5 for t in thrs)
+    assert 0.95 < acc <= 1.0 and std < 0.05
+    # a fold whose own best threshold differs is scored with the others' threshold
+    scores[fold == 0] += 0.3
+    acc2, _, thrs2 = kfold_accuracy(scores, labels, fold)
+    assert acc2 < acc and thrs2[0] < 0.5
+
+
+def _lfw_from_celeba(celeba_dir: Path, root: Path, ids: int = 20, per: int = 4) -> tuple[Path, Path]:
+    """An LFW-layout copy (name/name_0001.jpg) of the first photos of the first identities, and a
+    2-fold pairs.txt over it."""
+    import shutil
+
+    ds = open_dataset(celeba_dir, "celeba")
+    by_id: dict[str, list[Path]] = {}
+    for it in ds.items:
+        by_id.setdefault(it.identity, []).append(Path(it.path))
+    names = [i for i, p in by_id.items() if len(p) >= per][:ids]
+    images = root / "lfw"
+    for n in names:
+        (images / f"id{n}").mkdir(parents=True)
+        for k, src in enumerate(by_id[n][:per], start=1):
+            shutil.copy(src, images / f"id{n}" / f"id{n}_{k:04d}.jpg")
+    rng = np.random.default_rng(0)
+    folds = []
+    for f in range(2):
+        own = names[f * ids // 2 : (f + 1) * ids // 2]
+        pos = [f"id{n} {a} {b}" for n in own for a, b in ((1, 2), (3, 4))]
+        neg = []
+        for _ in range(len(pos)):
+            a, b = rng.choice(len(own), 2, replace=False)
+            neg.append(f"id{own[a]} {rng.integers(1, per + 1)} id{own[b]} {rng.integers(1, per + 1)}")
+        folds.append(pos + neg)
+    pairs = root / "pairs.txt"
+    pairs.write_text(f"2 {len(folds[0]) // 2}\n" + "\n".join(line for f in folds for line in f) + "\n")
+    return pairs, images
+
+
+def test_eval_verify_cli_on_lfw_style_pairs(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    pairs, images = _lfw_from_celeba(celeba_dir, tmp_path)
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike_live.cli", "eval", "verify", "--pairs", str(pairs), "--images", str(images),
+         "--model", "mobilefacenet", "--json", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["folds"] == 2 and res["pairs"] + res["left_out_pairs"] == 80 and res["images"] == 80
+    assert res["accuracy"] >= 0.8 and res["roc_auc"] >= 0.9
+    assert 0.0 < res["threshold"] < 1.0 and 0.0 <= res["tar_at_far_0.01"] <= 1.0
+    # a malformed pairs file is one clear line, not a traceback
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2 1\nonly two\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike_live.cli", "eval", "verify", "--pairs", str(bad), "--images", str(images),
+         "--model", "mobilefacenet"], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2 and "bad.txt:2" in proc.stderr and "Traceback" not in proc.stderr
