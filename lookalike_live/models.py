@@ -17,13 +17,12 @@ import logging
 import os
 import shutil
 import tempfile
+import tomllib
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from .errors import ChecksumError, ConfigError, ModelNotInstalledError, UnknownModelError
 

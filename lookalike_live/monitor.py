@@ -29,6 +29,7 @@ import os
 import re
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from .config import Settings
 from .errors import ConfigError
