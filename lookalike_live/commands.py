@@ -252,13 +252,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                    far=args.far, progress=not args.no_progress)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+    if args.save_threshold:
+        import time
+
+        from .config import save_calibrated_threshold
+
+        res["saved_to"] = str(save_calibrated_threshold(
+            res["model"], res["threshold"], far=res["far"], tar=res["tar_at_far"], dataset=str(args.dataset),
+            queries=res["queries"], measured=time.strftime("%Y-%m-%d")))
 
     def human(r: dict[str, Any]) -> str:
         return (f"{r['model']} on {r['dataset']}: {r['faces']} faces of {r['identities']} identities "
                 f"({r['gallery']} gallery, {r['queries']} queries)\n"
                 f"top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  ROC AUC {r['roc_auc']:.4f}\n"
                 f"threshold at FAR {r['far']}: {r['threshold']:.3f} (TAR {r['tar_at_far']:.3f}); "
-                f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s")
+                f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s"
+                + (f"\nthreshold saved to {r['saved_to']}" if r.get("saved_to") else ""))
 
     _emit(args, res, human)
     return 0
@@ -279,6 +288,9 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
     p.add_argument("--gallery-per-id", type=int, default=7, help="gallery photos per identity (default 7)")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--save-threshold", action="store_true",
+                   help="remember the threshold for this model: the app, run and monitor use it unless a flag, "
+                   "LOOKALIKE_THRESHOLD or the config file sets one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     model_opts(p)
     detector_opts(p)

@@ -7,6 +7,9 @@ with the same keys as :class:`Settings` at top level, e.g.::
     model = "facenet-vggface2"
     milvus_uri = "http://milvus.example:19530"
     threshold = 0.45
+
+Without a threshold from any of these, a model's calibrated threshold is used when
+``lookalike-live eval identify --save-threshold`` has measured one (``<data dir>/calibration.json``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,46 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir("lookalike-live"))
 
 
+def calibration_path() -> Path:
+    """Per-model thresholds measured by ``lookalike-live eval identify --save-threshold``."""
+    return data_dir() / "calibration.json"
+
+
+def calibrated_threshold(model: str) -> float | None:
+    """The saved calibrated threshold of ``model``, or None (none saved, or an unreadable file)."""
+    import json
+
+    path = calibration_path()
+    try:
+        entry = json.loads(path.read_text()).get(model)
+        return float(entry["threshold"]) if isinstance(entry, dict) else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring calibration file %s: %s", path, exc)
+        return None
+
+
+def save_calibrated_threshold(model: str, threshold: float, **info: Any) -> Path:
+    """Record ``model``'s threshold (atomically; other models' entries are kept). Settings use it
+    whenever no flag, environment variable or config file sets ``threshold``."""
+    import json
+
+    path = calibration_path()
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data[model] = {"threshold": float(threshold), **info}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def _coerce(name: str, raw: Any, typ: Any, origin: str) -> Any:
     if raw is None:
         return None
@@ -115,4 +158,10 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
     for key, raw in (overrides or {}).items():
         if raw is not None and key in known:
             values[key] = _coerce(key, raw, known[key], f"--{key.replace('_', '-')}")
+    if "threshold" not in values:  # nobody chose one: the model's calibrated threshold, if measured
+        model = values.get("model", Settings.model)
+        cal = calibrated_threshold(model)
+        if cal is not None:
+            values["threshold"] = cal
+            log.debug("threshold %.3f for %s from %s", cal, model, calibration_path())
     return Settings(**values)

@@ -83,7 +83,8 @@ def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
     proc = subprocess.run(
         [sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(celeba_dir),
-         "--model", "mobilefacenet", "--limit", "400", "--gallery-per-id", "3", "--json", "--no-progress"],
+         "--model", "mobilefacenet", "--limit", "400", "--gallery-per-id", "3", "--json", "--no-progress",
+         "--save-threshold"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -92,6 +93,12 @@ def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     assert res["gallery"] + res["queries"] == res["faces"]
     assert res["top1"] >= 0.85 and res["top5"] >= res["top1"] and res["roc_auc"] >= 0.93
     assert 0.0 < res["threshold"] < 1.0 and 0.5 < res["tar_at_far"] <= 1.0
+    # the calibrated threshold is what the live commands now use for this model
+    from lookalike_live.config import load_settings
+
+    assert Path(res["saved_to"]).is_file()
+    assert load_settings({"model": "mobilefacenet"}, path=Path(res["saved_to"]).with_name("none.toml")).threshold \
+        == pytest.approx(res["threshold"])
 
 
 def test_kfold_accuracy_uses_thresholds_from_the_other_folds() -> None:

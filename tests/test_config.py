@@ -43,3 +43,25 @@ def test_bad_values_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     cfg.write_text("model = [")
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(path=cfg)
+
+
+def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike_live.config import calibrated_threshold, calibration_path, save_calibrated_threshold
+
+    absent = tmp_path / "absent.toml"
+    assert calibrated_threshold("mobilefacenet") is None
+    save_calibrated_threshold("mobilefacenet", 0.27, far=0.01)
+    save_calibrated_threshold("facenet-vggface2", 0.41)
+    assert calibration_path().is_file()
+    assert calibrated_threshold("mobilefacenet") == 0.27  # the other model's entry did not replace it
+    assert load_settings(path=absent).threshold == 0.41  # the default model
+    assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == 0.27
+    assert load_settings({"model": "other"}, path=absent).threshold == Settings().threshold
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("threshold = 0.5\n")
+    assert load_settings({"model": "mobilefacenet"}, path=cfg).threshold == 0.5
+    monkeypatch.setenv("LOOKALIKE_THRESHOLD", "0.3")
+    assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == 0.3
+    assert load_settings({"model": "mobilefacenet", "threshold": 0.2}, path=absent).threshold == 0.2
+    calibration_path().write_text("not json")
+    assert calibrated_threshold("mobilefacenet") is None  # a broken file is ignored, not fatal
