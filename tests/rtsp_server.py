@@ -98,21 +98,10 @@ def _port_open(port: int) -> bool:
 
 def rtsp_describe_status(url_port: int, path: str, timeout: float = 1.0) -> int | None:
     """Send one RTSP DESCRIBE and return the status code (200 once a stream is mounted), or None."""
-    request = (
-        f"DESCRIBE rtsp://{HOST}:{url_port}/{path} RTSP/1.0\r\n"
-        "CSeq: 1\r\nAccept: application/sdp\r\nUser-Agent: lookalike-tests\r\n\r\n"
-    ).encode()
-    try:
-        with socket.create_connection((HOST, url_port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            s.sendall(request)
-            head = s.recv(4096).decode("latin-1")
-    except OSError:
-        return None
-    parts = head.split(" ", 2)
-    if len(parts) >= 2 and parts[0].startswith("RTSP/") and parts[1].isdigit():
-        return int(parts[1])
-    return None
+    from lookalike_live.capture import _rtsp_describe
+
+    answer = _rtsp_describe(f"rtsp://{HOST}:{url_port}/{path}", timeout)
+    return answer[0] if answer else None
 
 
 class RtspTestServer:
