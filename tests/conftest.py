@@ -55,7 +55,8 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Never touch the user's real model store, data dir or config during tests."""
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(base / "user-models"))
-    monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(base / "user-data"))
+    # a fresh data dir per test: the embedded gallery and calibration file never leak between tests
+    monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(tmp_path_factory.mktemp("user-data")))
     monkeypatch.setenv("LOOKALIKE_CONFIG", str(base / "no-config.toml"))
 
 
