@@ -202,15 +202,14 @@ def build_index(
         batch.clear()
 
     def insert_rows() -> None:
-        if not rows:
-            return
-        t0 = time.perf_counter()
-        gallery.upsert_rows(rows)
-        summary.insert_seconds += time.perf_counter() - t0
-        summary.faces += len(rows)
-        log.info("saved %d faces (%d this run)", len(rows), summary.faces)
-        rows.clear()
-        state.add(new_skips)
+        if rows:
+            t0 = time.perf_counter()
+            gallery.upsert_rows(rows)
+            summary.insert_seconds += time.perf_counter() - t0
+            summary.faces += len(rows)
+            log.info("saved %d faces (%d this run)", len(rows), summary.faces)
+            rows.clear()
+        state.add(new_skips)  # after the rows: a skip is remembered only once what came before is saved
         new_skips.clear()
 
     bar = tqdm(total=len(todo), unit="img", desc=f"index {dataset.name}", disable=not opts.progress,

@@ -129,6 +129,14 @@ def test_bad_photos_are_skipped_and_listed(tmp_path: Path, model_store: Path, ce
     assert again["previously_skipped"] == 4 and again["processed"] == 0 and again["already_indexed"] == 6
     retry = _build(env, root, "--format", "folders", "--retry-skipped")
     assert retry["processed"] == 4 and len(retry["skipped"]) == 4 and retry["faces"] == 0
+    # a run that only skips still remembers what it skipped
+    (root / "person_0" / "empty.jpg").unlink()
+    (root / "person_1" / "text.jpg").write_text("still not an image")
+    state = next((tmp_path / "data" / "builds").glob("*.skipped.jsonl"))
+    state.unlink()
+    only_bad = _build(env, root, "--format", "folders")
+    assert only_bad["faces"] == 0 and len(only_bad["skipped"]) == 3
+    assert _build(env, root, "--format", "folders")["previously_skipped"] == 3
 
 
 def test_index_build_then_match_finds_the_same_person(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
