@@ -7,19 +7,28 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
 
 Opt = Callable[[argparse.ArgumentParser], None]
 
-_SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
+#: Settings fields a subcommand may take as flags (same names as the flags).
+SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
                  "threshold", "max_faces", "top_k", "log_level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings with the flags given on the command line on top (flags > env > config file)."""
-    return load_settings({k: getattr(args, k, None) for k in _SETTING_KEYS})
+    return load_settings({k: getattr(args, k, None) for k in SETTING_KEYS})
+
+
+def dataset_opts(p: argparse.ArgumentParser) -> None:
+    """``--dataset DIR`` and ``--format`` for the commands that read a labelled face dataset."""
+    p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
+    p.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba",
+                   help="layout: celeba (Img/, Anno/), folders (ROOT/<identity>/*.jpg), vggface2")
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:

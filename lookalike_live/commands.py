@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt
+from .cliutil import Opt, dataset_opts
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, LookalikeError
@@ -175,9 +175,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
         "where it stopped and never duplicates. Unreadable photos and photos without a face are "
         "skipped, listed in the summary and remembered (use --retry-skipped to try them again).",
     )
-    q.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
-    q.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba",
-                   help="layout: celeba (Img/, Anno/), folders (ROOT/<identity>/*.jpg), vggface2")
+    dataset_opts(q)
     q.add_argument("--names", type=Path, metavar="CSV", help="identity,name CSV (CelebA has no names)")
     q.add_argument("--limit", type=int, help="index only the first N photos")
     q.add_argument("--batch-size", type=int, default=32, help="faces per embedding batch (default 32)")
@@ -283,8 +281,7 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
         "query it: top-1/top-5 identification (exact cosine search), verification ROC AUC, and the "
         "similarity threshold at a target false-accept rate (a good --threshold for the live overlay).",
     )
-    p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
-    p.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba", help="dataset layout")
+    dataset_opts(p)
     p.add_argument("--gallery-per-id", type=int, default=7, help="gallery photos per identity (default 7)")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")

@@ -12,25 +12,19 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import SETTING_KEYS, Opt
 from ..errors import ConfigError
 
-Opt = Callable[[argparse.ArgumentParser], None]
-
 __all__ = ["register", "cmd_app", "options_from_args"]
-
-_SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
-                 "threshold", "max_faces", "top_k", "log_level")
-
 
 def options_from_args(args: argparse.Namespace, prefs: Any) -> Any:
     """AppOptions from the flags: flags > remembered (``prefs``) > environment/config > defaults."""
     from .main_window import AppOptions
 
-    flags = {k: getattr(args, k, None) for k in _SETTING_KEYS}
+    flags = {k: getattr(args, k, None) for k in SETTING_KEYS}
     flags["top_k"] = args.top_k or None
     settings = prefs.resolve(flags)
     top_k = args.top_k if args.top_k else prefs.top_k(settings.top_k or 10)
