@@ -44,6 +44,12 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
                    "(default: facenet-vggface2)")
     g.add_argument("--backend", choices=("auto", "onnx", "tensorrt"),
                    help="inference backend; auto = TensorRT on an NVIDIA GPU when usable, else ONNX Runtime")
+    g.add_argument("--match-by", choices=("identity", "face"),
+                   help="identity: a face's lookalike is the celebrity whose average face (centroid of all "
+                   "their photos) is nearest (default, measurably more accurate); face: the single most "
+                   "similar photo")
+    g.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="also embed each face's mirror image and average (twice the embedding work; default off)")
 
 
 def _detector_opts(p: argparse.ArgumentParser) -> None:

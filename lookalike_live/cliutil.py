@@ -16,7 +16,7 @@ Opt = Callable[[argparse.ArgumentParser], None]
 
 #: Settings fields a subcommand may take as flags (same names as the flags).
 SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
-                 "threshold", "max_faces", "top_k", "log_level")
+                 "threshold", "max_faces", "top_k", "match_by", "flip_tta", "log_level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -42,6 +42,10 @@ class Settings:
     threshold: float = 0.35  # cosine similarity below which a face has "no close lookalike"
     max_faces: int = 16
     top_k: int = 10
+    # how a face is matched: "identity" = the nearest identity centroid (mean of its photos), which
+    # `eval identify --study` measured best; "face" = the single most similar photo
+    match_by: str = "identity"
+    flip_tta: bool = False  # embed each face and its mirror image (2x embedding work; measured: within noise)
     log_level: str = "INFO"
 
     def replace(self, **changes: Any) -> Settings:
@@ -52,6 +56,7 @@ CHOICES = {
     "backend": ("auto", "onnx", "tensorrt"),
     "detector": ("short", "full"),
     "small_faces": ("off", "tile"),
+    "match_by": ("identity", "face"),
 }
 
 
@@ -79,14 +84,18 @@ def calibration_path() -> Path:
     return data_dir() / "calibration.json"
 
 
-def calibrated_threshold(model: str) -> float | None:
-    """The saved calibrated threshold of ``model``, or None (none saved, or an unreadable file)."""
+def calibrated_threshold(model: str, match_by: str = "identity") -> float | None:
+    """The saved calibrated threshold of ``model`` for faces matched by ``match_by`` (a threshold
+    measured on nearest-photo scores does not fit centroid scores), or None (none saved, another
+    matching, or an unreadable file)."""
     import json
 
     path = calibration_path()
     try:
         entry = json.loads(path.read_text()).get(model)
-        return float(entry["threshold"]) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or entry.get("match_by", "face") != match_by:
+            return None
+        return float(entry["threshold"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -119,8 +128,17 @@ def _coerce(name: str, raw: Any, typ: Any, origin: str) -> Any:
         return None
     text_type = str(typ)
     try:
-        if "float" in text_type:
-            value: Any = float(raw)
+        if "bool" in text_type:
+            if isinstance(raw, bool):
+                value: Any = raw
+            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                value = True
+            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
+                value = False
+            else:
+                raise ValueError(raw)
+        elif "float" in text_type:
+            value = float(raw)
         elif "int" in text_type:
             value = int(raw)
         else:
@@ -160,7 +178,7 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
             values[key] = _coerce(key, raw, known[key], f"--{key.replace('_', '-')}")
     if "threshold" not in values:  # nobody chose one: the model's calibrated threshold, if measured
         model = values.get("model", Settings.model)
-        cal = calibrated_threshold(model)
+        cal = calibrated_threshold(model, values.get("match_by", Settings.match_by))
         if cal is not None:
             values["threshold"] = cal
             log.debug("threshold %.3f for %s from %s", cal, model, calibration_path())

@@ -14,7 +14,8 @@ Two collections per gallery (``collection`` defaults to ``faces``):
     cached copy of the vectors can tell whether it is still current.
 ``<collection>_identities``
     one row per identity: the mean of its faces' L2-normalised vectors, re-normalised, with
-    ``identity``, ``name`` and ``count``; rebuilt by :meth:`Gallery.rebuild_centroids`.
+    ``identity``, ``name``, ``count`` and its representative face (``face_id``, ``dataset``,
+    ``image_path`` of the face nearest the centroid); rebuilt by :meth:`Gallery.rebuild_centroids`.
 
 Thumbnails are base64 in a VARCHAR because Milvus 2.3 (the server this project tests against) has
 no binary scalar type; a 96x96 JPEG at quality 80 is 2-4 KB (3-5.5 KB as base64). They live in the
@@ -108,6 +109,8 @@ _MAX_DATASET = 128
 _MAX_PATH = 1024
 
 _FACE_OUTPUT = ["identity", "name", "dataset", "image_path"]
+_IDENTITY_OUTPUT = ["identity", "name", "face_id", "dataset", "image_path"]
+MATCH_BY = ("identity", "face")
 _MASK63 = (1 << 63) - 1
 
 
@@ -356,6 +359,8 @@ class LocalIndex:
         self._order: np.ndarray | None = None
         self._offsets: np.ndarray | None = None
         self._built_n = 0
+        # per identity (first-seen order): key, centroid, representative row, face count
+        self._ident: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- sizes
     def __len__(self) -> int:
@@ -406,6 +411,7 @@ class LocalIndex:
             if self._centroids is not None:
                 self._assign[rows] = np.argmax(vectors @ self._centroids.T, axis=1).astype(np.int32)
                 self._order = None  # lists rebuilt lazily
+            self._ident = None
             self.dirty = True
 
     # -- IVF maintenance
@@ -454,12 +460,41 @@ class LocalIndex:
         return self._order, self._offsets
 
     def prepare(self) -> None:
-        """Build the IVF now if needed (otherwise the next search does)."""
+        """Build the IVF and the identity table now if needed (otherwise the next search does)."""
         with self._lock:
             if self._needs_rebuild():
                 self._rebuild()
             if self._centroids is not None:
                 self._lists()
+            self._identity_table()
+
+    def _identity_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Per identity: (keys, centroids (I, dim), row of the representative face (I,), face
+        counts (I,)); rebuilt after writes. Call with the lock held."""
+        if self._ident is None:
+            t0 = time.perf_counter()
+            n = self._n
+            codes: dict[str, int] = {}
+            labels = np.fromiter((codes.setdefault(s, len(codes)) for s in self._identity[:n]), np.int64, n)
+            cent, rep = identity_centroids(self._vecs[:n], labels, len(codes))
+            self._ident = (list(codes), cent, rep, np.bincount(labels, minlength=len(codes)))
+            log.debug("local index: %d identity centroids in %.2f s", len(codes), time.perf_counter() - t0)
+        return self._ident
+
+    def search_identities(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k identities for each L2-normalised query by centroid similarity: (scores (nq, k),
+        row of each identity's representative face (nq, k), -1 where fewer than k identities exist)."""
+        nq = len(queries)
+        with self._lock:
+            scores = np.full((nq, k), -np.inf, np.float32)
+            rows = np.full((nq, k), -1, np.int64)
+            if self._n == 0 or nq == 0:
+                return scores, rows
+            _, cent, rep, _ = self._identity_table()
+            sims = queries @ cent.T
+            for i in range(nq):
+                _topk(sims[i], rep, k, scores[i], rows[i])
+            return scores, rows
 
     # -- reads
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -564,6 +599,20 @@ class LocalIndex:
         return idx
 
 
+def identity_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity (``labels`` 0..n_identities-1 of each row of L2-normalised ``vectors``): its
+    centroid (the normalised mean, float32 (I, D)) and its representative row (the face nearest
+    the centroid, int64 (I,)): the identity's most typical photo, shown as the matched photo."""
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(n_identities))
+    sums = np.add.reduceat(vectors[order], starts, axis=0) if len(order) else np.zeros((0, vectors.shape[1]))
+    cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    sims = np.einsum("ij,ij->i", vectors, cent[labels]) if len(order) else np.zeros(0)
+    best = np.lexsort((-sims, labels))  # by identity, most typical first
+    first = np.searchsorted(labels[best], np.arange(n_identities))
+    return cent, best[first].astype(np.int64)
+
+
 def _topk(sims: np.ndarray, cand: np.ndarray, k: int, out_s: np.ndarray, out_r: np.ndarray) -> None:
     kk = min(k, len(sims))
     top = np.argpartition(-sims, kk - 1)[:kk] if kk < len(sims) else np.arange(len(sims))
@@ -606,6 +655,11 @@ class Gallery:
     :class:`AsyncSearcher`). All Milvus failures surface as :class:`GalleryError`;
     "cannot reach Milvus" as :class:`GalleryUnavailableError`, within ``timeout`` seconds.
 
+    ``match_by`` (what :meth:`search` ranks): "face" (default here) = single photos; "identity" =
+    identity centroids, each answered with its most typical photo. The live app matches by
+    identity (``Settings.match_by``, see :meth:`from_settings`): ``eval identify --study``
+    measured it more accurate (MobileFaceNet, CelebA sample: top-1 0.966 vs 0.950).
+
     ``local_index``: keep an in-process copy of the vectors for search (:class:`LocalIndex`).
     None (default) turns it on for Milvus Lite URIs, where Lite's own search costs ~90 ms at
     200k faces; a Milvus server answers in a few ms and needs none.
@@ -613,7 +667,12 @@ class Gallery:
 
     def __init__(self, uri: str | None = None, collection: str = "faces", token: str | None = None, *,
                  timeout: float = 10.0, local_index: bool | None = None, nprobe: int = 16,
-                 ef: int = HNSW_EF) -> None:
+                 ef: int = HNSW_EF, match_by: str = "face") -> None:
+        if match_by not in MATCH_BY:
+            raise ValueError(f"match_by must be one of {', '.join(MATCH_BY)}, got {match_by!r}")
+        self.match_by = match_by
+        self._warned_no_centroids = False
+        self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
         self.uri = _validate_uri(uri or default_uri())
         self.collection = collection
         self.identities_collection = f"{collection}_identities"
@@ -645,6 +704,12 @@ class Gallery:
         if self.is_lite:
             _lite_acquire(self.uri)
         log.debug("connected to %s in %.2f s", self.uri, time.perf_counter() - t0)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> Gallery:
+        """The gallery ``settings`` name (URI, collection, token), matching as ``settings.match_by`` says."""
+        return cls(settings.milvus_uri, collection=settings.collection, token=settings.token,
+                   match_by=settings.match_by, **kwargs)
 
     # -- plumbing
     def _error(self, exc: BaseException, action: str) -> GalleryError:
@@ -739,8 +804,11 @@ class Gallery:
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         s.add_field("identity", DataType.VARCHAR, max_length=_MAX_IDENTITY)
         s.add_field("name", DataType.VARCHAR, max_length=_MAX_NAME)
-        if identities:
+        if identities:  # the centroid, and its representative face (the most typical photo)
             s.add_field("count", DataType.INT64)
+            s.add_field("face_id", DataType.INT64)
+            s.add_field("dataset", DataType.VARCHAR, max_length=_MAX_DATASET)
+            s.add_field("image_path", DataType.VARCHAR, max_length=_MAX_PATH)
             return s
         s.add_field("dataset", DataType.VARCHAR, max_length=_MAX_DATASET)
         s.add_field("image_path", DataType.VARCHAR, max_length=_MAX_PATH)
@@ -932,35 +1000,37 @@ class Gallery:
                 self._call("flush", self._client.flush, name, timeout=max(self.timeout, 120.0))
         self._save_local()
 
-    def wait_for_index(self, timeout: float = 600.0) -> dict[str, Any]:
-        """Flush, then wait until every sealed row of the faces collection is indexed (bounded);
-        returns describe_index's answer. Raises GalleryError on timeout."""
+    def wait_for_index(self, timeout: float = 600.0, collection: str | None = None) -> dict[str, Any]:
+        """Flush, then wait until every sealed row of the faces collection (or ``collection``, e.g.
+        :attr:`identities_collection`) is indexed (bounded); returns describe_index's answer.
+        Raises GalleryError on timeout."""
         self._require()
         self.flush()
+        name = collection or self.collection
         deadline = time.monotonic() + timeout
         while True:
-            di = self._call("describe_index", self._client.describe_index, self.collection, "vector")
+            di = self._call("describe_index", self._client.describe_index, name, "vector")
             pending = int(di.get("pending_index_rows", 0) or 0)
             if pending == 0 and str(di.get("state", "Finished")) in ("Finished", "3", "IndexState.Finished"):
                 break
             if time.monotonic() > deadline:
-                raise GalleryError(f"index of {self.collection!r} on {self.uri} still building after "
+                raise GalleryError(f"index of {name!r} on {self.uri} still building after "
                                    f"{timeout:.0f} s ({pending} rows pending); try again later")
             time.sleep(0.5)
         if not self.is_lite:
-            self._wait_for_indexed_segments(deadline)
+            self._wait_for_indexed_segments(deadline, name)
         local = self._local_index(build=False)
         if local is not None:
             local.prepare()
         return dict(di)
 
-    def _wait_for_indexed_segments(self, deadline: float) -> None:
+    def _wait_for_indexed_segments(self, deadline: float, name: str) -> None:
         """A server builds the index, then its query node swaps the indexed sealed segments in;
         until then searches run on growing data with a temporary index (recall@1 0.85 instead of
         1.0 in lookalike_live.bench.search at 20k). Wait until all rows are served indexed."""
-        total = self.count()
+        total = self._count(name)
         while True:
-            segs = self._call("list_loaded_segments", self._client.list_loaded_segments, self.collection)
+            segs = self._call("list_loaded_segments", self._client.list_loaded_segments, name)
             # Milvus never indexes a segment below indexCoord.segment.minSegmentNumRowsToEnableIndex
             # (1024 by default): it is searched brute force, which is exact
             done = [sg for sg in segs if sg.index_name or int(sg.num_rows) < MIN_INDEXED_SEGMENT_ROWS]
@@ -968,7 +1038,7 @@ class Gallery:
             if served >= total and len(done) == len(segs):
                 return
             if time.monotonic() > deadline:
-                raise GalleryError(f"{self.collection!r} on {self.uri}: {served} of {total} rows served from "
+                raise GalleryError(f"{name!r} on {self.uri}: {served} of {total} rows served from "
                                    "indexed segments so far; try again later")
             time.sleep(0.5)
 
@@ -983,25 +1053,68 @@ class Gallery:
                          consistency_level="Strong")
         return int(res[0]["count(*)"]) if res else 0
 
-    def search(self, vectors: np.ndarray, k: int = 1, with_thumbnails: bool = False) -> list[list[Match]]:
-        """The ``k`` most similar gallery faces for each vector (N, D): N lists of
-        :class:`GalleryMatch` (score = cosine similarity, best first; ``thumbnail`` set when asked)."""
+    def search(self, vectors: np.ndarray, k: int = 1, with_thumbnails: bool = False,
+               match_by: str | None = None) -> list[list[Match]]:
+        """The ``k`` best matches for each vector (N, D): N lists of :class:`GalleryMatch` (score =
+        cosine similarity, best first; ``thumbnail`` set when asked). ``match_by`` (default: the
+        gallery's): "identity" ranks identity centroids and answers each with its most typical
+        photo; "face" ranks single photos (an identity may then appear more than once)."""
         info = self._require()
         q = _normalise(vectors, int(info["dim"]), "query vectors")
         if len(q) == 0:
             return []
         k = max(1, int(k))
+        by = match_by or self.match_by
+        if by not in MATCH_BY:
+            raise ValueError(f"match_by must be one of {', '.join(MATCH_BY)}, got {by!r}")
         local = self._local_index(build=True) if self.local_index_enabled else None
         if local is not None:
-            return self._search_local(local, q, k, with_thumbnails)
+            return self._search_local(local, q, k, with_thumbnails, by)
+        if by == "identity":
+            hits = self._search_centroids(q, k, with_thumbnails)
+            if hits is not None:
+                return hits
         res = self._read("search", self.collection, self._client.search, data=q, limit=k,
                          output_fields=_FACE_OUTPUT + (["thumbnail"] if with_thumbnails else []),
                          search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
                          consistency_level="Session")
         return _hits_to_matches(res)
 
-    def _search_local(self, local: LocalIndex, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]]:
-        scores, rows = local.search(q, k)
+    def _centroids_ready(self) -> bool:
+        """Whether the identities collection holds centroids with representative faces (an index
+        build of this version made them); remembered per faces-collection generation. Warns once,
+        and identity matching then searches single faces, when not."""
+        gen = str(self._require().get("generation", ""))
+        if self._centroids_ok is not None and self._centroids_ok[0] == gen:
+            return self._centroids_ok[1]
+        ok = self._call("has_collection", self._client.has_collection, self.identities_collection)
+        if ok:
+            fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
+                                                    self.identities_collection).get("fields", [])}
+            ok = "face_id" in fields and self._count(self.identities_collection) > 0
+        self._centroids_ok = (gen, ok)
+        if not ok and not self._warned_no_centroids:
+            self._warned_no_centroids = True
+            log.warning("%s on %s has no identity centroids (an interrupted or older index build): matching "
+                        "single faces; `lookalike-live index build` again (it resumes) adds them",
+                        self.collection, self.uri)
+        return ok
+
+    def _search_centroids(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
+        if not self._centroids_ready():
+            return None
+        res = self._read("search", self.identities_collection, self._client.search, data=q, limit=k,
+                         output_fields=_IDENTITY_OUTPUT,
+                         search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
+                         consistency_level="Session")
+        out = _centroid_hits(res)
+        if with_thumbnails:
+            out = _attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms}))
+        return out
+
+    def _search_local(self, local: LocalIndex, q: np.ndarray, k: int, with_thumbnails: bool,
+                      by: str = "face") -> list[list[Match]]:
+        scores, rows = local.search_identities(q, k) if by == "identity" else local.search(q, k)
         out: list[list[Match]] = []
         for i in range(len(q)):
             matches: list[Match] = []
@@ -1012,55 +1125,34 @@ class Gallery:
                 matches.append(GalleryMatch(ident, name, float(s), path, fid, ds))
             out.append(matches)
         if with_thumbnails:
-            thumbs = self.thumbnails({m.face_id for ms in out for m in ms if m.face_id is not None})
-            out = [[_with_thumb(m, thumbs.get(m.face_id)) for m in ms] for ms in out]
+            out = _attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms if m.face_id is not None}))
         return out
 
-    def search_identities(self, vectors: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """The ``k`` nearest identity centroids for each vector: N lists of Match (face_id None,
-        image_ref ""). Needs :meth:`rebuild_centroids` after a build."""
-        info = self._require()
-        q = _normalise(vectors, int(info["dim"]), "query vectors")
-        if len(q) == 0:
-            return []
-        if not self._call("has_collection", self._client.has_collection, self.identities_collection):
-            raise GalleryError(f"no identity centroids for {self.collection!r} on {self.uri}: run rebuild_centroids()")
-        res = self._read("search", self.identities_collection, self._client.search, data=q, limit=max(1, int(k)),
-                         output_fields=["identity", "name", "count"],
-                         search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, int(k))}},
-                         consistency_level="Session")
-        return [[Match(str(h["entity"]["identity"]), str(h["entity"]["name"]), float(h["distance"]))
-                 for h in hits] for hits in res]
-
     def rebuild_centroids(self, batch_size: int = 4096) -> int:
-        """Recompute the identities collection (mean of each identity's normalised vectors,
-        re-normalised, with its face count) from the faces collection. Returns the number of identities."""
+        """Recompute the identities collection from the faces collection: per identity the mean of
+        its faces' normalised vectors (re-normalised), its face count, and its representative face
+        (the one nearest the centroid). Returns the number of identities."""
         info = self._require()
         dim = int(info["dim"])
         t0 = time.perf_counter()
         local = self._local_index(build=False)
         if local is not None and local.generation == info["generation"]:
             with local._lock:
-                _, vecs, idents, names = local.arrays()
-                sums, counts, display = _accumulate(vecs, idents, names, dim)
+                keys, cent, rep, counts = local._identity_table()
+                rows = []
+                for c, key in enumerate(keys):
+                    fid, _, name, ds, path = local.row(int(rep[c]))
+                    rows.append({"id": identity_id(key), "vector": cent[c], "identity": key, "name": name,
+                                 "count": int(counts[c]), "face_id": fid, "dataset": ds, "image_path": path})
         else:
-            sums, counts, display = {}, {}, {}
-            for batch in self._iterate(["vector", "identity", "name"], batch_size):
-                v = np.asarray([r["vector"] for r in batch], np.float32)
-                s, c, d = _accumulate(v, [r["identity"] for r in batch], [r["name"] for r in batch], dim)
-                for key, val in s.items():
-                    if key in sums:
-                        sums[key] += val
-                        counts[key] += c[key]
-                    else:
-                        sums[key], counts[key], display[key] = val, c[key], d[key]
+            rows = self._centroid_rows(dim, batch_size)
+        if self._call("has_collection", self._client.has_collection, self.identities_collection):
+            fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
+                                                    self.identities_collection).get("fields", [])}
+            if "face_id" not in fields:  # made by an older version: derived data, so recreate it
+                self._call("drop_collection", self._client.drop_collection, self.identities_collection)
         if not self._call("has_collection", self._client.has_collection, self.identities_collection):
             self._create(self.identities_collection, dim, str(info["model"]), identities=True)
-        rows = []
-        for ident, total in sums.items():
-            norm = float(np.linalg.norm(total))
-            rows.append({"id": identity_id(ident), "vector": (total / max(norm, 1e-12)).astype(np.float32),
-                         "identity": ident, "name": display[ident], "count": int(counts[ident])})
         for s in range(0, len(rows), 1000):
             self._call("upsert", self._client.upsert, self.identities_collection, rows[s : s + 1000])
         keep = {r["id"] for r in rows}
@@ -1068,9 +1160,35 @@ class Gallery:
                  for r in b if int(r["id"]) not in keep]
         for s in range(0, len(stale), 1000):
             self._call("delete", self._client.delete, self.identities_collection, ids=stale[s : s + 1000])
+        self._warned_no_centroids = False
+        self._centroids_ok = None
         log.info("identity centroids: %d identities (%d removed) in %.1f s", len(rows), len(stale),
                  time.perf_counter() - t0)
         return len(rows)
+
+    def _centroid_rows(self, dim: int, batch_size: int) -> list[dict[str, Any]]:
+        """Identity rows from two passes over the faces collection: sums, then representatives."""
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        display: dict[str, str] = {}
+        for batch in self._iterate(["vector", "identity", "name"], batch_size):
+            v = np.asarray([r["vector"] for r in batch], np.float32)
+            s, c, d = _accumulate(v, [r["identity"] for r in batch], [r["name"] for r in batch], dim)
+            for key, val in s.items():
+                if key in sums:
+                    sums[key] += val
+                    counts[key] += c[key]
+                else:
+                    sums[key], counts[key], display[key] = val, c[key], d[key]
+        cent = {k: (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32) for k, v in sums.items()}
+        best: dict[str, tuple[float, int, str, str]] = {}
+        for batch in self._iterate(["vector", "identity", "dataset", "image_path"], batch_size):
+            for r in batch:
+                sim = float(np.dot(np.asarray(r["vector"], np.float32), cent[r["identity"]]))
+                if r["identity"] not in best or sim > best[r["identity"]][0]:
+                    best[r["identity"]] = (sim, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
+        return [{"id": identity_id(k), "vector": cent[k], "identity": k, "name": display[k], "count": counts[k],
+                 "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent]
 
     def _iterate(self, fields: list[str], batch_size: int, collection: str | None = None) -> Iterable[list[dict]]:
         name = collection or self.collection
@@ -1263,6 +1381,16 @@ def _hits_to_matches(res: Iterable[Iterable[Mapping[str, Any]]]) -> list[list[Ma
     return out
 
 
+def _centroid_hits(res: Iterable[Iterable[Mapping[str, Any]]]) -> list[list[Match]]:
+    return [[GalleryMatch(str(h["entity"]["identity"]), str(h["entity"]["name"]), float(h["distance"]),
+                          str(h["entity"]["image_path"]), int(h["entity"]["face_id"]), str(h["entity"]["dataset"]))
+             for h in hits] for hits in res]
+
+
+def _attach_thumbnails(matches: list[list[Match]], thumbs: Mapping[int, bytes | None]) -> list[list[Match]]:
+    return [[_with_thumb(m, thumbs.get(m.face_id)) for m in ms] for ms in matches]
+
+
 def _accumulate(vecs: np.ndarray, idents: Sequence[str], names: Sequence[str], dim: int
                 ) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, str]]:
     codes: dict[str, int] = {}
@@ -1327,6 +1455,7 @@ class AsyncSearcher:
                          "local": 0, "milvus": 0}
         self._client: Any = None
         self._load_task: asyncio.Future[Any] | None = None
+        self._centroids: bool | None = None  # the server has identity centroids (None: not asked yet)
         self._client_failed_at = 0.0
         self._last_error = ""
         self._connect_error = ""  # the last real connection failure (not a fast-fail)
@@ -1430,7 +1559,8 @@ class AsyncSearcher:
                 with self._lock:
                     self.counters["local"] += 1
                 res = await asyncio.wait_for(self._loop.run_in_executor(
-                    self._local_pool, self.gallery._search_local, local, q, k, thumbs), self.timeout)
+                    self._local_pool, self.gallery._search_local, local, q, k, thumbs, self.gallery.match_by),
+                    self.timeout)
             else:
                 with self._lock:
                     self.counters["milvus"] += 1
@@ -1483,14 +1613,38 @@ class AsyncSearcher:
             except Exception:  # noqa: BLE001
                 log.debug("closing the async Milvus client failed", exc_info=True)
 
+    async def _use_centroids(self) -> bool:
+        """Match by identity centroids on the server: asked once (off the loop) when first needed."""
+        if self.gallery.match_by != "identity":
+            return False
+        if self._centroids is None:
+            try:
+                self._centroids = await asyncio.wait_for(
+                    self._loop.run_in_executor(None, self.gallery._centroids_ready), self.timeout)
+            except Exception:  # noqa: BLE001 - unknown for now (server down?): ask again next time
+                log.debug("could not check for identity centroids", exc_info=True)
+                return False
+        return bool(self._centroids)
+
     async def _search_milvus(self, q: np.ndarray, k: int, thumbs: bool) -> list[list[Match]]:
         g = self.gallery
+        by_identity = await self._use_centroids()
+        name = g.identities_collection if by_identity else g.collection
         try:
             client = await self._get_client()
+            fields = _IDENTITY_OUTPUT if by_identity else _FACE_OUTPUT + (["thumbnail"] if thumbs else [])
             res = await asyncio.wait_for(client.search(
-                g.collection, data=q, limit=k, output_fields=_FACE_OUTPUT + (["thumbnail"] if thumbs else []),
+                name, data=q, limit=k, output_fields=fields,
                 search_params={"metric_type": "COSINE", "params": {"ef": max(g.ef, k)}},
                 consistency_level="Session", timeout=self.timeout), self.timeout)
+            if by_identity:
+                out = _centroid_hits(res)
+                if thumbs and any(out):
+                    rows = await asyncio.wait_for(client.get(
+                        g.collection, ids=sorted({m.face_id for ms in out for m in ms}), output_fields=["thumbnail"],
+                        timeout=self.timeout), self.timeout)
+                    out = _attach_thumbnails(out, {int(r["id"]): _b64_to_thumb(r.get("thumbnail")) for r in rows})
+                return out
         except _FastFail:
             raise
         except Exception as exc:
@@ -1500,10 +1654,10 @@ class AsyncSearcher:
             elif _is_not_loaded(exc):
                 # a restarted server reloads its collections by itself; ask for it anyway
                 if self._client is not None and (self._load_task is None or self._load_task.done()):
-                    self._load_task = asyncio.ensure_future(self._client.load_collection(g.collection, timeout=300))
+                    self._load_task = asyncio.ensure_future(self._client.load_collection(name, timeout=300))
                     self._load_task.add_done_callback(_consume)
                 raise GalleryUnavailableError(
-                    f"collection {g.collection!r} on {g.uri} is not loaded yet (the server is starting, or "
+                    f"collection {name!r} on {g.uri} is not loaded yet (the server is starting, or "
                     "the collection was released); it is being loaded: search again shortly"
                 ) from exc
             raise

@@ -338,7 +338,7 @@ class Monitor:
             self.writer = EventWriter(self.config.events)
             self._embedder = create_embedder(s.model, backend=s.backend, store=self.store)
             self._embedder.prepare()
-            self._gallery = Gallery(s.milvus_uri, collection=s.collection, token=s.token)
+            self._gallery = Gallery.from_settings(s)
             self._gallery.check_model(self._embedder.spec.name, self._embedder.dim)
             self._searcher = self._gallery.searcher()
             cfg = self.engine_config or EngineConfig.from_settings(s)

@@ -47,7 +47,7 @@ class FaceAnalyzer:
             settings.detector, store=store, min_score=settings.min_face_score,
             running_mode=running_mode, small_faces=settings.small_faces,
         )
-        embedder = create_embedder(settings.model, backend=settings.backend, store=store)
+        embedder = create_embedder(settings.model, backend=settings.backend, store=store, flip_tta=settings.flip_tta)
         return cls(detector, embedder, max_faces=settings.max_faces)
 
     @property
@@ -233,7 +233,7 @@ class Engine:
                 if gallery is None:
                     from .gallery import Gallery
 
-                    gallery = Gallery(settings.milvus_uri, collection=settings.collection, token=settings.token)
+                    gallery = Gallery.from_settings(settings)
                     owned.append(gallery)
                 gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
                 searcher = gallery.searcher()

@@ -45,13 +45,33 @@ def test_bad_values_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         load_settings(path=cfg)
 
 
+def test_match_by_and_flip_tta_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absent = tmp_path / "absent.toml"
+    s = load_settings(path=absent)
+    assert s.match_by == "identity" and s.flip_tta is False
+    for raw, want in (("1", True), ("yes", True), ("off", False), ("FALSE", False)):
+        monkeypatch.setenv("LOOKALIKE_FLIP_TTA", raw)
+        assert load_settings(path=absent).flip_tta is want
+    monkeypatch.setenv("LOOKALIKE_FLIP_TTA", "maybe")
+    with pytest.raises(ConfigError, match="flip_tta must be bool"):
+        load_settings(path=absent)
+    monkeypatch.delenv("LOOKALIKE_FLIP_TTA")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('match-by = "face"\nflip-tta = true\n')
+    s = load_settings(path=cfg)
+    assert (s.match_by, s.flip_tta) == ("face", True)
+    cfg.write_text('match-by = "crowd"\n')
+    with pytest.raises(ConfigError, match="match_by must be one of identity, face"):
+        load_settings(path=cfg)
+
+
 def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lookalike_live.config import calibrated_threshold, calibration_path, save_calibrated_threshold
 
     absent = tmp_path / "absent.toml"
     assert calibrated_threshold("mobilefacenet") is None
-    save_calibrated_threshold("mobilefacenet", 0.27, far=0.01)
-    save_calibrated_threshold("facenet-vggface2", 0.41)
+    save_calibrated_threshold("mobilefacenet", 0.27, far=0.01, match_by="identity")
+    save_calibrated_threshold("facenet-vggface2", 0.41, match_by="identity")
     assert calibration_path().is_file()
     assert calibrated_threshold("mobilefacenet") == 0.27  # the other model's entry did not replace it
     assert load_settings(path=absent).threshold == 0.41  # the default model
@@ -63,5 +83,10 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
     monkeypatch.setenv("LOOKALIKE_THRESHOLD", "0.3")
     assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == 0.3
     assert load_settings({"model": "mobilefacenet", "threshold": 0.2}, path=absent).threshold == 0.2
+    # a threshold measured on nearest-photo scores is not used for centroid matching, and back
+    monkeypatch.delenv("LOOKALIKE_THRESHOLD")
+    save_calibrated_threshold("mobilefacenet", 0.33, match_by="face")
+    assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == Settings().threshold
+    assert load_settings({"model": "mobilefacenet", "match_by": "face"}, path=absent).threshold == 0.33
     calibration_path().write_text("not json")
     assert calibrated_threshold("mobilefacenet") is None  # a broken file is ignored, not fatal

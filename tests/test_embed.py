@@ -116,6 +116,25 @@ def test_split_batches_equal_one_by_one(mfn: OnnxEmbedder) -> None:
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
+def test_flip_tta_averages_the_face_and_its_mirror_image(mfn: OnnxEmbedder) -> None:
+    px = _random_pixels(3, 112, seed=4)
+    plain = mfn.embed_array(px)
+    mirror = mfn.embed_array(np.ascontiguousarray(px[:, :, ::-1]))
+    both = mfn.embed_array(px, flip=True)
+    want = (plain + mirror) / np.linalg.norm(plain + mirror, axis=1, keepdims=True)
+    np.testing.assert_allclose(both, want, atol=1e-5)
+    assert not np.allclose(both, plain, atol=1e-3)  # the mirror image really changes the vector
+    # a mirrored face gives the same flip-TTA vector: the augmentation is symmetric
+    np.testing.assert_allclose(mfn.embed_array(np.ascontiguousarray(px[:, :, ::-1]), flip=True), both, atol=1e-5)
+    assert mfn.flip_tta is False
+    mfn.flip_tta = True
+    try:
+        np.testing.assert_allclose(mfn.embed_array(px), both, atol=1e-6)  # the embedder's default
+        np.testing.assert_allclose(mfn.embed_array(px, flip=False), plain, atol=1e-6)
+    finally:
+        mfn.flip_tta = False
+
+
 def test_same_crop_twice_gives_identical_vectors(mfn: OnnxEmbedder) -> None:
     px = _random_pixels(1, 112, seed=2)
     a = mfn.embed_array(np.concatenate([px, px]))

@@ -142,19 +142,42 @@ def test_dimension_and_model_mismatch_are_refused(milvus_target) -> None:  # typ
 
 
 def test_identity_centroids(gallery: Gallery) -> None:
-    ids, vecs, identity, name, paths, _ = _fill(gallery)
+    ids, vecs, identity, name, paths, _ = _fill(gallery, thumbs=True)
     assert gallery.rebuild_centroids() == 12
     labels = np.array(identity)
-    mean = vecs[labels == "id4"].mean(axis=0)
+    members = np.flatnonzero(labels == "id4")
+    mean = vecs[members].mean(axis=0)
     mean /= np.linalg.norm(mean)
-    hits = gallery.search_identities(mean, k=3)[0]
-    assert hits[0].identity == "id4" and hits[0].name == "Person 4"
-    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
-    assert len(hits) == 3 and hits[1].identity != "id4"
+    typical = int(members[np.argmax(vecs[members] @ mean)])  # the face nearest the centroid
+    # the gallery's own search path (the local index on Lite) and Milvus's centroids collection
+    with Gallery(gallery.uri, collection=gallery.collection, local_index=False, match_by="identity") as remote:
+        for g in (gallery, remote):
+            hits = g.search(mean, k=3, match_by="identity", with_thumbnails=True)[0]
+            assert [h.identity for h in hits][0] == "id4" and hits[0].name == "Person 4"
+            assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+            assert len({h.identity for h in hits}) == 3  # identities, never the same one twice
+            assert hits[0].face_id == ids[typical] and hits[0].image_ref == paths[typical]
+            assert hits[0].thumbnail == _thumb(typical)
+        assert remote.search(mean, k=1)[0][0].identity == "id4"  # match_by="identity" is its default
+    # by face: the single nearest photo, whose identity may repeat
+    near = gallery.search(vecs[members[0]], k=3, match_by="face")[0]
+    assert near[0].face_id == ids[members[0]] and [h.identity for h in near].count("id4") >= 2
+    with pytest.raises(ValueError, match="match_by"):
+        gallery.search(mean, match_by="people")
     # an identity disappears: its centroid row goes too
     gallery.upsert_faces(ids[:6], vecs[:6], ["id4"] * 6, ["Person 4"] * 6, "ds", paths[:6])
     assert gallery.rebuild_centroids() == 11
     assert gallery.stats()["identities"] == 11
+
+
+def test_identity_search_without_centroids_falls_back_to_faces(gallery: Gallery, caplog) -> None:  # type: ignore[no-untyped-def]
+    """An interrupted (or older) build has no centroids yet: identity matching searches faces and says how to fix it."""
+    ids, vecs, *_ = _fill(gallery)
+    gallery.flush()
+    with Gallery(gallery.uri, collection=gallery.collection, local_index=False, match_by="identity") as remote:
+        hits = remote.search(vecs[5], k=1)[0]
+        assert hits[0].face_id == ids[5]
+        assert "index build" in caplog.text
 
 
 def test_thumbnails_round_trip(gallery: Gallery) -> None:

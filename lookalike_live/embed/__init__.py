@@ -74,13 +74,15 @@ def create_embedder(
     max_batch: int = 64,
     precision: str = "fp16",
     threads: int | None = None,
+    flip_tta: bool = False,
 ) -> Embedder:
     """An embedder for an installed model (registry name or spec ``.toml`` path), not yet prepared.
 
     ``backend``: "auto" | "onnx" | "tensorrt" (see :func:`choose_backend`); ``max_batch``: the
     largest batch per model call (larger inputs are split; for TensorRT the profile maximum);
     ``precision``: "fp16" | "fp32" (TensorRT only); ``threads``: ONNX Runtime intra-op threads
-    on CPU (default: physical cores). Raises ModelNotInstalledError naming the install
+    on CPU (default: physical cores); ``flip_tta``: embed each face and its mirror image and
+    sum them (twice the model work). Raises ModelNotInstalledError naming the install
     command, UnknownModelError, ConfigError or BackendUnavailableError.
     """
     if precision not in PRECISIONS:
@@ -95,10 +97,13 @@ def create_embedder(
     if chosen == "tensorrt":
         from .tensorrt import TensorRTEmbedder
 
-        return TensorRTEmbedder(spec, path, store=store, device_id=device_id, max_batch=max_batch,
-                                precision=precision)
-    from .onnx import OnnxEmbedder
+        embedder: BaseEmbedder = TensorRTEmbedder(spec, path, store=store, device_id=device_id,
+                                                  max_batch=max_batch, precision=precision)
+    else:
+        from .onnx import OnnxEmbedder
 
-    # "auto": the CUDA provider when it starts, else the CPU (OnnxEmbedder logs a provider that fails to start).
-    return OnnxEmbedder(spec, path, max_batch=max_batch, device="auto" if chosen == "onnx-cuda" else "cpu",
-                        device_id=device_id, threads=threads)
+        # "auto": the CUDA provider when it starts, else the CPU (OnnxEmbedder logs a provider that fails to start).
+        embedder = OnnxEmbedder(spec, path, max_batch=max_batch, device="auto" if chosen == "onnx-cuda" else "cpu",
+                                device_id=device_id, threads=threads)
+    embedder.flip_tta = bool(flip_tta)
+    return embedder

@@ -68,8 +68,9 @@ class Embedder(Protocol):
         """Embed aligned crops (uint8 (N,S,S,3), the spec's colour order) -> L2-normalised
         float32 (N,D) vectors with ``det_index`` carried over."""
 
-    def embed_array(self, pixels: np.ndarray) -> np.ndarray:
-        """Embed uint8 (N,S,S,3) pixels in the spec's colour order -> float32 (N,D), rows L2-normalised."""
+    def embed_array(self, pixels: np.ndarray, flip: bool | None = None) -> np.ndarray:
+        """Embed uint8 (N,S,S,3) pixels in the spec's colour order -> float32 (N,D), rows L2-normalised.
+        ``flip`` (default: the embedder's ``flip_tta``): flip test-time augmentation."""
 
     def close(self) -> None:
         """Release the session/engine and device memory; the object can be prepared again."""
@@ -209,7 +210,7 @@ class BaseEmbedder:
 
     backend: str = "unknown"
 
-    def __init__(self, spec: ModelSpec, model_path: str | Path, max_batch: int = 64) -> None:
+    def __init__(self, spec: ModelSpec, model_path: str | Path, max_batch: int = 64, flip_tta: bool = False) -> None:
         if spec.output is None:
             raise ConfigError(f"model {spec.name!r} is a {spec.kind}, not a face embedder (it has no [output] dim)")
         if spec.input.layout.upper() != "NCHW":
@@ -226,6 +227,7 @@ class BaseEmbedder:
         self.size = spec.input.size
         self.max_batch = int(max_batch)
         self.requested_max_batch = int(max_batch)
+        self.flip_tta = bool(flip_tta)  # embed_array's default: flip test-time augmentation
         self._lock = threading.RLock()
         self._prepared = False
         self.last_timing: EmbedTiming | None = None  # of the latest non-empty embed_array call
@@ -257,33 +259,39 @@ class BaseEmbedder:
                 self._load()
                 self._prepared = True
 
-    def embed_array(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_array(self, pixels: np.ndarray, flip: bool | None = None) -> np.ndarray:
         """uint8 (N,S,S,3) in the spec's colour order -> float32 (N,D), rows L2-normalised.
 
         ``N == 0`` gives a (0, D) array without loading the model; batches above
-        :attr:`max_batch` are split into several model calls.
+        :attr:`max_batch` are split into several model calls. With ``flip`` (default:
+        :attr:`flip_tta`) each row is the normalised sum of the face's and its mirror image's
+        embeddings (flip test-time augmentation: twice the model work, in the same calls).
         """
         t_start = time.perf_counter()
         pixels = check_pixels(pixels, self.spec)
         n = len(pixels)
         if n == 0:
             return np.zeros((0, self.dim), np.float32)
+        flip = self.flip_tta if flip is None else bool(flip)
+        rows = np.concatenate([pixels, pixels[:, :, ::-1]]) if flip else pixels
         with self._lock:
             if not self._prepared:
                 t0 = time.perf_counter()
                 self.prepare()
                 t_start += time.perf_counter() - t0  # loading is not per-call overhead
             model_s = 0.0
-            out = np.empty((n, self.dim), np.float32)
+            out = np.empty((len(rows), self.dim), np.float32)
             mean, std = self.spec.input.mean, self.spec.input.std
-            slices = batch_slices(n, self.max_batch)
+            slices = batch_slices(len(rows), self.max_batch)
             for sl in slices:
                 k = sl.stop - sl.start
-                preprocess(pixels[sl], mean, std, out=self._input_buffer(k))
+                preprocess(rows[sl], mean, std, out=self._input_buffer(k))
                 t0 = time.perf_counter()
                 out[sl] = self._infer(k)
                 model_s += time.perf_counter() - t0
             vectors = l2_normalize(out)
+            if flip:
+                vectors = l2_normalize(vectors[:n] + vectors[n:])
             total_s = time.perf_counter() - t_start
             self.last_timing = EmbedTiming(n, len(slices), total_s * 1e3, model_s * 1e3)
         return vectors

@@ -88,7 +88,8 @@ def load_engine(settings: Settings, *, store: Path | None = None, top_k: int = 1
     searcher: Any = None
     try:
         try:
-            gallery = Gallery(uri, collection=settings.collection, token=settings.token, timeout=gallery_timeout)
+            gallery = Gallery(uri, collection=settings.collection, token=settings.token, timeout=gallery_timeout,
+                              match_by=settings.match_by)
             stats = gallery.stats()
             if not stats.get("exists") or not stats.get("faces"):
                 problem = GalleryProblem("empty", _empty_message(uri, settings.collection, stats))
