@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export LOOKALIKE_SHARED ?= $(SHARED)
 
-.PHONY: help install test test-fast lint typecheck models demo bench clean
+.PHONY: help install test test-fast lint typecheck models demo bench results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,9 @@ demo: models  ## install, index $(DATASET) into Milvus Lite, open the live app o
 
 bench: install  ## run the benchmarks, JSON to bench-results/
 	$(BIN)/python scripts/bench.py --out bench-results/bench.json
+
+results: models  ## benchmarks + plots in bench-results/, and the README's Results section from them
+	$(BIN)/python scripts/bench.py --out bench-results/bench.json --plots bench-results --readme README.md
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -68,7 +68,7 @@ def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_o
 def _open_gallery(settings):  # type: ignore[no-untyped-def]
     from .gallery import Gallery
 
-    return Gallery(settings.milvus_uri, collection=settings.collection, token=settings.token)
+    return Gallery.from_settings(settings)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -212,27 +212,21 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
 
 # --------------------------------------------------------------------------- bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench.suite import main as bench_main
+    from .bench.suite import execute
 
-    argv = ["--sections", *args.sections] if args.sections else []
-    argv += (["--out", str(args.out)] if args.out else []) + (["--quick"] if args.quick else [])
-    argv += ["--search-n", str(args.search_n)] + (["--no-milvus-server"] if args.no_milvus_server else [])
-    return bench_main(argv)
+    return execute(args)
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    from .bench.suite import SECTIONS
+    from .bench.suite import EPILOG, add_arguments
 
     p = sub.add_parser(
-        "bench", help="run the benchmarks (JSON): detection, embedding, index build, search",
-        description="Measure every stage next to its in-run reference (bare ONNX Runtime session, bare "
-        "embedder, exact numpy search) and print one JSON object (also scripts/bench.py).",
+        "bench", help="run the benchmarks (JSON): accuracy, detection, embedding, index build, search, live",
+        description="Measure every stage next to its in-run reference (nearest-photo baseline, bare ONNX Runtime "
+        "session, bare embedder, exact numpy search, no tracking) and print one JSON object; optionally the "
+        "plots and the README's Results section (also scripts/bench.py).", epilog=EPILOG,
     )
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, help="sections to run (default: all)")
-    p.add_argument("--out", type=Path, metavar="FILE.json", help="also write the JSON here")
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    p.add_argument("--search-n", type=int, default=202_599, help="vectors in the search benchmark")
-    p.add_argument("--no-milvus-server", action="store_true", help="search: Milvus Lite only")
+    add_arguments(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -244,10 +238,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     dataset = open_dataset(args.dataset, args.format, names_csv=None)
-    with FaceAnalyzer.from_settings(settings) as analyzer:
+    distractors = open_dataset(args.distractors, args.distractors_format) if args.distractors else None
+    # the eval embeds each face and its mirror image itself: flip TTA is a scoring choice here
+    with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer:
         try:
             res = evaluate_dataset(dataset, analyzer, gallery_per_id=args.gallery_per_id, limit=args.limit,
-                                   far=args.far, progress=not args.no_progress)
+                                   far=args.far, progress=not args.no_progress, distractors=distractors,
+                                   holdout_ids=args.holdout_ids, flip=settings.flip_tta, match_by=settings.match_by,
+                                   quality_weighted=args.quality_weighted, study=args.study, plots=args.plots)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     if args.save_threshold:
@@ -257,15 +255,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         res["saved_to"] = str(save_calibrated_threshold(
             res["model"], res["threshold"], far=res["far"], tar=res["tar_at_far"], dataset=str(args.dataset),
-            queries=res["queries"], measured=time.strftime("%Y-%m-%d")))
+            queries=res["queries"], match_by=settings.match_by, flip_tta=settings.flip_tta,
+            measured=time.strftime("%Y-%m-%d")))
 
     def human(r: dict[str, Any]) -> str:
-        return (f"{r['model']} on {r['dataset']}: {r['faces']} faces of {r['identities']} identities "
-                f"({r['gallery']} gallery, {r['queries']} queries)\n"
-                f"top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  ROC AUC {r['roc_auc']:.4f}\n"
-                f"threshold at FAR {r['far']}: {r['threshold']:.3f} (TAR {r['tar_at_far']:.3f}); "
-                f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s"
-                + (f"\nthreshold saved to {r['saved_to']}" if r.get("saved_to") else ""))
+        m = r["matching"]
+        lines = [f"{r['model']} on {r['dataset']}: {r['faces']} faces of {r['identities']} identities "
+                 f"({r['gallery']} gallery, {r['queries']} queries"
+                 + (f", {r['nonmated']} non-mated probes" if r.get("nonmated") else "") + ")",
+                 f"matching by {m['match_by']}{', flip TTA' if m['flip'] else ''}"
+                 f"{', quality-weighted' if m['quality_weighted'] else ''}: "
+                 f"top-1 {r['top1']:.3f}  top-5 {r['top5']:.3f}  photo-pair ROC AUC {r['roc_auc']:.4f}"]
+        if "tpir_at_fpir_0.01" in r:
+            lines.append(f"open set: TPIR {r['tpir_at_fpir_0.01']:.3f} at FPIR 1%, "
+                         f"{r['tpir_at_fpir_0.1']:.3f} at FPIR 10%")
+        lines.append(f"threshold at FAR {r['far']}: {r['threshold']:.3f} (TAR {r['tar_at_far']:.3f}); "
+                     f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s")
+        for v in r.get("variants", []):
+            lines.append(f"  {v['name']:<17} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}"
+                         + (f"  TPIR@1% {v['tpir_at_fpir_0.01']:.3f}  TPIR@10% {v['tpir_at_fpir_0.1']:.3f}"
+                            if "tpir_at_fpir_0.01" in v else ""))
+        if r.get("plots"):
+            lines.append("plots: " + ", ".join(r["plots"]))
+        if r.get("saved_to"):
+            lines.append(f"threshold saved to {r['saved_to']}")
+        return "\n".join(lines)
 
     _emit(args, res, human)
     return 0
@@ -276,15 +290,29 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
                        description="Measure how right a model is on labelled photos.")
     esub = e.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
     p = esub.add_parser(
-        "identify", help="closed-set identification: top-1/top-5, ROC AUC, threshold at a FAR",
+        "identify", help="identification: top-1/top-5, open-set TPIR at FPIR, threshold at a FAR",
         description="Embed one face per photo; per identity the first photos form the gallery and the rest "
-        "query it: top-1/top-5 identification (exact cosine search), verification ROC AUC, and the "
-        "similarity threshold at a target false-accept rate (a good --threshold for the live overlay).",
+        "query it: top-1/top-5 identification (exact cosine search, matching as --match-by says), "
+        "photo-pair ROC AUC, the similarity threshold at a target false-accept rate (a good --threshold "
+        "for the live overlay) and, with distractors, open-set TPIR at FPIR 1%% and 10%%. JSON keys: top1, "
+        "top5, tpir_at_fpir_0.01, tpir_at_fpir_0.1, threshold, queries, gallery, undetected, and more.",
     )
     dataset_opts(p)
     p.add_argument("--gallery-per-id", type=int, default=7, help="gallery photos per identity (default 7)")
     p.add_argument("--limit", type=int, help="only the first N photos")
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
+    p.add_argument("--distractors", type=Path, metavar="DIR",
+                   help="photos of people absent from the gallery (open set): adds TPIR at FPIR 1%% and 10%%")
+    p.add_argument("--distractors-format", choices=("celeba", "folders", "vggface2"), default="folders",
+                   help="layout of --distractors (default folders: one folder per person)")
+    p.add_argument("--holdout-ids", type=int, default=0, metavar="N",
+                   help="use the last N identities of --dataset as distractors instead of gallery identities")
+    p.add_argument("--quality-weighted", action="store_true",
+                   help="with --match-by identity: weight each gallery photo by its face quality in the centroid")
+    p.add_argument("--study", action="store_true",
+                   help="also score every improvement (flip TTA, identity centroids, quality weighting) on the "
+                   "same embeddings: the JSON key 'variants'")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write ROC, score histogram and PCA map PNGs here")
     p.add_argument("--save-threshold", action="store_true",
                    help="remember the threshold for this model: the app, run and monitor use it unless a flag, "
                    "LOOKALIKE_THRESHOLD or the config file sets one")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+MATCH_BY = ("face", "identity")
 
 
 def split_gallery_queries(paths: Sequence[str], identities: Sequence[str], gallery_per_id: int
@@ -80,28 +83,53 @@ def threshold_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> tupl
     return thr, tar
 
 
-def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence[int] = (1, 5),  # type: ignore[no-untyped-def]
-                     limit: int | None = None, far: float = 0.01, progress: bool = True) -> dict:
-    """Recognition quality of ``analyzer``'s model on a labelled dataset: one face per photo (the
-    annotated one, else the largest), the first ``gallery_per_id`` photos of each identity as the
-    gallery and the rest as queries; closed-set top-k identification accuracy with exact cosine
-    search, verification ROC AUC over all pairs, and the threshold at ``far`` false accepts.
-    Unreadable photos and photos without a face are counted, never fatal."""
+@dataclass
+class EmbeddedSet:
+    """One face per photo of a labelled set: plain and horizontally flipped embeddings (both
+    L2-normalised (N, D)), the face's quality in [0, 1], identity and path per row, and what was
+    skipped (path -> reason)."""
+
+    vectors: np.ndarray
+    flipped: np.ndarray
+    quality: np.ndarray
+    identities: np.ndarray
+    paths: list[str]
+    images: int
+    skipped: dict[str, str]
+    seconds: float
+
+    def embeddings(self, flip: bool) -> np.ndarray:
+        """The vectors to score: plain, or with flip test-time augmentation (the normalised sum of
+        the face's and its mirror image's embeddings)."""
+        if not flip:
+            return self.vectors
+        v = self.vectors + self.flipped
+        return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,  # type: ignore[no-untyped-def]
+                  desc: str = "eval") -> EmbeddedSet:
+    """Detect, align and embed one face per photo (the annotated one, else the largest), and its
+    mirror image. Unreadable photos and photos without a face are skipped with the reason."""
     import time
 
     from tqdm import tqdm
 
+    from .align import align_faces
     from .errors import LookalikeError
     from .imageio import read_image
     from .indexing import choose_face
 
     items = list(dataset.items[:limit] if limit else dataset.items)
     vecs: list[np.ndarray] = []
+    flips: list[np.ndarray] = []
+    quality: list[float] = []
     ids: list[str] = []
     paths: list[str] = []
     skipped: dict[str, str] = {}
+    embedder = analyzer.embedder
     t0 = time.perf_counter()
-    for item in tqdm(items, unit="img", desc="eval", disable=not progress, dynamic_ncols=True):
+    for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
         try:
             image = read_image(item.path)
         except LookalikeError as exc:
@@ -112,28 +140,198 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
             skipped[item.rel_path] = "no face found"
             continue
         one = dets[[choose_face(dets, item.bbox)]]
-        _, emb = analyzer.embed_faces(image, one)
-        vecs.append(emb.vectors[0])
+        crops = align_faces(image, one, embedder.spec)
+        # the face and its mirror image in one call, each embedded plainly (no built-in flip TTA)
+        both = embedder.embed_array(np.concatenate([crops.pixels, crops.pixels[:, :, ::-1]]), flip=False)
+        vecs.append(both[0])
+        flips.append(both[1])
+        quality.append(float(crops.quality[0]))
         ids.append(item.identity)
         paths.append(item.rel_path)
     seconds = time.perf_counter() - t0
-    out: dict = {"dataset": dataset.name, "model": analyzer.spec.name, "images": len(items),
-                 "faces": len(vecs), "skipped": skipped, "seconds": round(seconds, 2),
-                 "images_per_second": round(len(items) / seconds, 2) if seconds > 0 else None}
-    if len(set(ids)) < 2:
-        raise ValueError(f"{dataset.name}: need faces of at least two identities to evaluate, got {len(set(ids))}")
-    v = np.stack(vecs)
-    g, q = split_gallery_queries(paths, ids, gallery_per_id)
+    dim = int(getattr(embedder, "dim", 0))
+    return EmbeddedSet(np.asarray(vecs, np.float32).reshape(-1, dim) if vecs else np.zeros((0, dim), np.float32),
+                       np.asarray(flips, np.float32).reshape(-1, dim) if flips else np.zeros((0, dim), np.float32),
+                       np.asarray(quality, np.float32), np.asarray(ids, dtype=str), paths, len(items), skipped,
+                       seconds)
+
+
+def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.ndarray, *,
+                    match_by: str = "face", weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity of every probe to every gallery identity: (names (I,), scores (P, I)).
+
+    ``match_by="face"``: an identity's score is its most similar photo's; ``"identity"``: the
+    similarity to the identity's centroid (mean of its photos' vectors, weighted by ``weights``
+    when given, re-normalised), which is what the live app matches against by default."""
+    if match_by not in MATCH_BY:
+        raise ValueError(f"match_by must be one of {MATCH_BY}, got {match_by!r}")
+    names, inverse = np.unique(np.asarray(gallery_ids), return_inverse=True)
+    if match_by == "identity":
+        w = np.ones(len(gallery)) if weights is None else np.maximum(np.asarray(weights, np.float64), 1e-6)
+        sums = np.zeros((len(names), gallery.shape[1]), np.float64)
+        np.add.at(sums, inverse, gallery * w[:, None])
+        cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return names, (probes @ cent.T).astype(np.float32)
+    sims = probes @ gallery.T
+    out = np.full((len(probes), len(names)), -np.inf, np.float32)
+    for j in range(len(names)):
+        out[:, j] = sims[:, inverse == j].max(axis=1)
+    return names, out
+
+
+def _threshold_for_rate(negatives: np.ndarray, rate: float) -> float:
+    """The lowest threshold that accepts (score >= threshold) at most ``rate`` of ``negatives``."""
+    neg = np.sort(np.asarray(negatives, np.float64))[::-1]
+    k = int(np.floor(rate * len(neg)))
+    return float(np.nextafter(neg[k], np.inf)) if k < len(neg) else float(neg[-1])
+
+
+def tpir_at_fpir(top1_correct: np.ndarray, mated_scores: np.ndarray, nonmated_scores: np.ndarray,
+                 fpir: float) -> tuple[float, float]:
+    """Open-set identification (as NIST FRVT defines it): the threshold at which at most ``fpir``
+    of the non-mated probes (people absent from the gallery) are given a name, and the
+    true-positive identification rate there: mated probes whose top-1 identity is right *and*
+    scores at or above the threshold. ``top1_correct`` and ``mated_scores`` per mated probe,
+    ``nonmated_scores`` the top-1 score of each non-mated probe. Returns (tpir, threshold)."""
+    if len(nonmated_scores) == 0 or len(mated_scores) == 0:
+        raise ValueError("tpir_at_fpir needs mated and non-mated probes")
+    thr = _threshold_for_rate(nonmated_scores, fpir)
+    return float(np.mean(np.asarray(top1_correct, bool) & (np.asarray(mated_scores) >= thr))), thr
+
+
+def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.ndarray,
+                         probe_ids: Sequence[str], nonmated: np.ndarray | None = None, *, match_by: str = "face",
+                         weights: np.ndarray | None = None, ks: Sequence[int] = (1, 5), far: float = 0.01,
+                         fpirs: Sequence[float] = (0.01, 0.1)) -> dict:
+    """Closed-set top-k accuracy of ``probes`` against the gallery; the threshold at ``far`` over
+    probe-vs-other-identity scores (one comparison's false-accept rate, in the score the live app
+    thresholds) with the true-accept rate there; and, given ``nonmated`` probes (distractors),
+    open-set TPIR at each FPIR with its threshold (``threshold_at_fpir_<f>``)."""
+    names, sc = identity_scores(gallery, gallery_ids, probes, match_by=match_by, weights=weights)
+    truth = np.asarray(probe_ids)
+    order = np.argsort(-sc, axis=1, kind="stable")
+    out: dict = {}
+    for k in ks:
+        top = names[order[:, :k]]
+        out[f"top{k}"] = round(float(np.mean((top == truth[:, None]).any(axis=1))), 4)
+    own = names[None, :] == truth[:, None]  # (P, I): the probe's own identity
+    genuine, impostor = sc[own], sc[~own]
+    thr = _threshold_for_rate(impostor, far)
+    out.update(far=far, threshold=round(thr, 4), tar_at_far=round(float(np.mean(genuine >= thr)), 4))
+    if nonmated is not None and len(nonmated):
+        _, nsc = identity_scores(gallery, gallery_ids, nonmated, match_by=match_by, weights=weights)
+        correct = names[order[:, 0]] == truth
+        best = sc[np.arange(len(sc)), order[:, 0]]
+        for f in fpirs:
+            tpir, t = tpir_at_fpir(correct, best, nsc.max(axis=1), f)
+            out[f"tpir_at_fpir_{f:g}"] = round(tpir, 4)
+            out[f"threshold_at_fpir_{f:g}"] = round(t, 4)
+        out["nonmated"] = len(nonmated)
+    return out
+
+
+#: (name, flip, match_by, quality_weighted) of each variant that ``evaluate_dataset(study=True)`` scores
+VARIANTS = (
+    ("baseline", False, "face", False),
+    ("flip", True, "face", False),
+    ("identity", False, "identity", False),
+    ("identity+quality", False, "identity", True),
+    ("all", True, "identity", True),
+)
+
+
+def _holdout(ids: np.ndarray, n: int) -> np.ndarray:
+    """Mask of the rows of the last ``n`` identities (numeric ids in numeric order, then names)."""
+    uniq = sorted(set(ids.tolist()), key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))
+    if n >= len(uniq):
+        raise ValueError(f"--holdout-ids {n} leaves no gallery identities (the dataset has {len(uniq)})")
+    return np.isin(ids, uniq[len(uniq) - n:])
+
+
+def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence[int] = (1, 5),  # type: ignore[no-untyped-def]
+                     limit: int | None = None, far: float = 0.01, progress: bool = True,
+                     distractors=None, holdout_ids: int = 0, flip: bool = False, match_by: str = "face",
+                     quality_weighted: bool = False, study: bool = False, plots=None) -> dict:
+    """Recognition quality of ``analyzer``'s model on a labelled dataset.
+
+    One face per photo (the annotated one, else the largest); per identity the first
+    ``gallery_per_id`` photos by file name form the gallery and the rest are mated queries.
+    Non-mated probes come from ``distractors`` (a Dataset of people absent from the gallery)
+    and/or the last ``holdout_ids`` identities of ``dataset``. Reports closed-set top-k, the
+    threshold at ``far``, verification ROC AUC over all photo pairs and, with non-mated probes,
+    TPIR at FPIR 1 % and 10 %. ``flip``/``match_by``/``quality_weighted`` choose how faces are
+    scored; ``study`` also scores every variant of :data:`VARIANTS` from the same embeddings.
+    ``plots``: a folder for PNGs (ROC, genuine vs impostor, PCA map). Unreadable photos and
+    photos without a face are counted, never fatal."""
+    from pathlib import Path
+
+    if distractors is not None:
+        mine = {Path(i.path).resolve() for i in dataset.items}
+        overlap = sorted(p for p in (Path(i.path).resolve() for i in distractors.items) if p in mine)
+        if overlap:
+            raise ValueError(f"{len(overlap)} distractor photos are also in the dataset (e.g. {overlap[0]}); "
+                             "distractors must be people absent from the gallery (or use --holdout-ids)")
+    emb = embed_dataset(dataset, analyzer, limit=limit, progress=progress)
+    out: dict = {"dataset": dataset.name, "model": analyzer.spec.name, "images": emb.images,
+                 "faces": len(emb.vectors), "skipped": emb.skipped, "seconds": round(emb.seconds, 2),
+                 "images_per_second": round(emb.images / emb.seconds, 2) if emb.seconds > 0 else None}
+    ids = emb.identities
+    held = _holdout(ids, holdout_ids) if holdout_ids else np.zeros(len(ids), bool)
+    if len(set(ids[~held].tolist())) < 2:
+        raise ValueError(f"{dataset.name}: need faces of at least two identities to evaluate, "
+                         f"got {len(set(ids[~held].tolist()))}")
+    g, q = split_gallery_queries(emb.paths, ids, gallery_per_id)
+    g &= ~held
+    q &= ~held
     if not q.any():
         raise ValueError(f"no query photos: every identity has <= {gallery_per_id} photos; lower --gallery-per-id")
-    acc = identification_accuracy(v[g], np.asarray(ids)[g], v[q], np.asarray(ids)[q], ks=ks)
-    scores, same = pair_scores(v, ids)
-    thr, tar = threshold_at_far(scores, same, far)
-    out.update({f"top{k}": round(a, 4) for k, a in acc.items()})
-    out.update(identities=len(set(ids)), gallery=int(g.sum()), queries=int(q.sum()),
-               roc_auc=round(roc_auc(scores, same), 4), far=far, threshold=round(thr, 4),
-               tar_at_far=round(tar, 4),
-               undetected=sum(1 for r in skipped.values() if r == "no face found"))
+    dis = None
+    if distractors is not None:
+        dis = embed_dataset(distractors, analyzer, progress=progress, desc="distractors")
+        out.update(distractor_images=dis.images, distractor_skipped=dis.skipped)
+
+    def nonmated(flip_: bool) -> np.ndarray | None:
+        parts = [emb.embeddings(flip_)[held]] + ([dis.embeddings(flip_)] if dis is not None else [])
+        v = np.concatenate(parts)
+        return v if len(v) else None
+
+    def score(flip_: bool, match_by_: str, qw: bool) -> dict:
+        v = emb.embeddings(flip_)
+        return score_identification(v[g], ids[g], v[q], ids[q], nonmated(flip_), match_by=match_by_,
+                                    weights=emb.quality[g] if qw else None, ks=ks, far=far)
+
+    out.update(score(flip, match_by, quality_weighted))
+    out["matching"] = {"flip": flip, "match_by": match_by, "quality_weighted": quality_weighted}
+    vecs = emb.embeddings(flip)
+    scores, same = pair_scores(vecs[~held], ids[~held])
+    undetected = [r for r in emb.skipped.values()] + ([r for r in dis.skipped.values()] if dis is not None else [])
+    out.update(identities=len(set(ids[~held].tolist())), gallery=int(g.sum()), queries=int(q.sum()),
+               roc_auc=round(roc_auc(scores, same), 4), undetected=undetected.count("no face found"))
+    if study:
+        out["variants"] = [{"name": n, "flip": f, "match_by": m, "quality_weighted": w, **score(f, m, w)}
+                           for n, f, m, w in VARIANTS]
+    if plots is not None:
+        from . import plots as charts
+
+        def comparisons(flip_: bool, match_by_: str) -> tuple[np.ndarray, np.ndarray]:
+            """Every query against every gallery identity: (score, same identity)."""
+            v = emb.embeddings(flip_)
+            names, sc = identity_scores(v[g], ids[g], v[q], match_by=match_by_)
+            return sc.ravel(), (names[None, :] == ids[q][:, None]).ravel()
+
+        folder = Path(plots)
+        title = f"{out['model']} on {dataset.name}"
+        curves = {"nearest photo": comparisons(False, "face"), "nearest photo, flip TTA": comparisons(True, "face"),
+                  "identity centroid": comparisons(False, "identity"),
+                  "identity centroid, flip TTA": comparisons(True, "identity")}
+        mine = comparisons(flip, match_by)
+        out["plots"] = [
+            str(charts.plot_roc(curves, folder / "roc.png", title=f"ROC, query vs gallery identity: {title}")),
+            str(charts.plot_score_histograms(*mine, folder / "scores.png", threshold=out["threshold"],
+                                             title=f"Genuine vs impostor ({match_by} matching): {title}")),
+            str(charts.plot_pca_map(vecs[~held], ids[~held], folder / "pca.png",
+                                    title=f"Embeddings, PCA 2-D: {title}")),
+        ]
     return out
 
 

@@ -48,6 +48,10 @@ class StageStats:
         lo, hi = math.floor(k), math.ceil(k)
         return data[lo] + (data[hi] - data[lo]) * (k - lo)
 
+    def samples(self) -> list[float]:
+        """The last ``window`` samples (ms), oldest first."""
+        return list(self._window)
+
     def as_dict(self) -> dict[str, float]:
         return {
             "count": self.count,
@@ -102,6 +106,11 @@ class Metrics:
     def stage(self, name: str) -> dict[str, float]:
         with self._lock:
             return self._stages.get(name, StageStats()).as_dict()
+
+    def samples(self, stage: str) -> list[float]:
+        """The stage's last ``window`` timings (ms), oldest first (for histograms)."""
+        with self._lock:
+            return self._stages.get(stage, StageStats()).samples()
 
     def fps(self, window_s: float = 2.0) -> float:
         """Frames processed per second over the last ``window_s`` seconds (0 when none)."""

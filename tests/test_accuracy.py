@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -99,6 +100,109 @@ def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     assert Path(res["saved_to"]).is_file()
     assert load_settings({"model": "mobilefacenet"}, path=Path(res["saved_to"]).with_name("none.toml")).threshold \
         == pytest.approx(res["threshold"])
+
+
+def _split_celeba(celeba_dir: Path, root: Path, distractor_ids: int = 20) -> tuple[Path, Path]:
+    """The CelebA sample split by identity: a CelebA-layout gallery set (every identity but the last
+    ``distractor_ids``) and a folder-per-person set of the rest (people absent from the gallery)."""
+    ds = open_dataset(celeba_dir, "celeba")
+    ids = sorted({it.identity for it in ds.items}, key=int)
+    held = set(ids[-distractor_ids:])
+    gallery = root / "gallery"
+    (gallery / "Img").mkdir(parents=True)
+    (gallery / "Anno").mkdir()
+    (gallery / "Img" / "img_celeba").symlink_to(celeba_dir / "Img" / "img_celeba")
+    lines = [f"{Path(it.path).name} {it.identity}" for it in ds.items if it.identity not in held]
+    (gallery / "Anno" / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")
+    strangers = root / "strangers"
+    for it in ds.items:
+        if it.identity in held:
+            (strangers / f"person{it.identity}").mkdir(parents=True, exist_ok=True)
+            (strangers / f"person{it.identity}" / Path(it.path).name).symlink_to(it.path)
+    return gallery, strangers
+
+
+@pytest.mark.slow
+def test_eval_identify_open_set_and_improvements(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    """Issue 7's done-when: MobileFaceNet on the CelebA sample, 7 gallery photos per identity: top-1 >= 0.92
+    and a calibrated threshold; TPIR at FPIR 1 % / 10 % against 20 people absent from the gallery; every
+    improvement switched on beats the plain nearest-photo baseline; the plots are real PNGs."""
+    gallery, strangers = _split_celeba(celeba_dir, tmp_path)
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
+    cmd = [sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(gallery),
+           "--model", "mobilefacenet", "--gallery-per-id", "7", "--json", "--no-progress"]
+    proc = subprocess.run(cmd + ["--distractors", str(strangers), "--study", "--plots", str(tmp_path / "plots"),
+                                 "--match-by", "face"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    for key in ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "threshold", "queries", "gallery",
+                "undetected"):
+        assert key in res, key
+    assert res["identities"] == 80 and res["distractor_images"] == 200
+    assert res["nonmated"] + len(res["distractor_skipped"]) == 200
+    assert res["gallery"] == 560 and res["queries"] + res["gallery"] == res["faces"]
+    assert res["matching"] == {"flip": False, "match_by": "face", "quality_weighted": False}
+    assert res["top1"] >= 0.92 and 0.0 < res["threshold"] < 1.0
+    assert 0.5 < res["tpir_at_fpir_0.01"] <= res["tpir_at_fpir_0.1"] <= res["top1"]
+    assert res["threshold_at_fpir_0.01"] >= res["threshold_at_fpir_0.1"]
+    variants = {v["name"]: v for v in res["variants"]}
+    assert set(variants) == {"baseline", "flip", "identity", "identity+quality", "all"}
+    base, best = variants["baseline"], variants["all"]
+    assert base["top1"] == res["top1"] and base["tpir_at_fpir_0.01"] == res["tpir_at_fpir_0.01"]
+    assert best["top1"] > base["top1"] and best["tpir_at_fpir_0.01"] > base["tpir_at_fpir_0.01"]
+    assert [Path(p).name for p in res["plots"]] == ["roc.png", "scores.png", "pca.png"]
+    for p in res["plots"]:
+        img = cv2.imread(p)
+        assert img is not None and img.shape[0] > 200 and img.shape[1] > 300 and img.std() > 10
+
+    # --holdout-ids: the same people held out of the original dataset give the same open-set figures
+    proc = subprocess.run(cmd[:6] + [str(celeba_dir)] + cmd[7:] + ["--holdout-ids", "20"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    held = json.loads(proc.stdout)
+    assert held["matching"]["match_by"] == "identity"  # the default, as in the live app
+    assert held["top1"] == variants["identity"]["top1"]
+    assert held["tpir_at_fpir_0.01"] == variants["identity"]["tpir_at_fpir_0.01"]
+
+    # distractors that are gallery photos are refused before any work
+    proc = subprocess.run(cmd + ["--distractors", str(celeba_dir / "Img")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2 and "absent from the gallery" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tpir_at_fpir_definition() -> None:
+    from lookalike_live.evaluation import tpir_at_fpir
+
+    rng = np.random.default_rng(3)
+    non = rng.normal(0.2, 0.1, 300)
+    mated = rng.normal(0.6, 0.15, 200)
+    correct = rng.random(200) < 0.9
+    for fpir in (0.01, 0.1):
+        tpir, thr = tpir_at_fpir(correct, mated, non, fpir)
+        assert np.mean(non >= thr) <= fpir < np.mean(non >= thr - 1e-3)
+        assert tpir == pytest.approx(np.mean(correct & (mated >= thr)))
+    with pytest.raises(ValueError, match="non-mated"):
+        tpir_at_fpir(correct, mated, np.zeros(0), 0.01)
+
+
+def test_identity_scores_face_centroid_and_quality_weights() -> None:
+    from lookalike_live.evaluation import identity_scores, score_identification
+
+    g = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
+    names, face = identity_scores(g, ["a", "b", "b"], np.array([[0.8, 0.6]], np.float32), match_by="face")
+    assert list(names) == ["a", "b"] and face[0] == pytest.approx([0.8, 0.96])
+    _, cent = identity_scores(g, ["a", "b", "b"], np.array([[0.8, 0.6]], np.float32), match_by="identity")
+    c = (g[1] + g[2]) / np.linalg.norm(g[1] + g[2])
+    assert cent[0] == pytest.approx([0.8, float(np.array([0.8, 0.6]) @ c)], abs=1e-6)
+    # quality weights pull the centroid toward the better photo
+    _, w = identity_scores(g, ["a", "b", "b"], g[2:3], match_by="identity", weights=np.array([1, 0.01, 1]))
+    _, u = identity_scores(g, ["a", "b", "b"], g[2:3], match_by="identity")
+    assert w[0, 1] > u[0, 1]
+    res = score_identification(g, ["a", "b", "b"], np.array([[0.9, 0.1], [0.1, 0.9]], np.float32), ["a", "b"],
+                               np.array([[-1, 0]], np.float32), match_by="identity")
+    assert res["top1"] == 1.0 and res["nonmated"] == 1 and res["tpir_at_fpir_0.1"] == 1.0
+    with pytest.raises(ValueError, match="match_by"):
+        identity_scores(g, ["a", "b", "b"], g, match_by="crowd")
 
 
 def test_kfold_accuracy_uses_thresholds_from_the_other_folds() -> None:

@@ -89,6 +89,7 @@ def run(clip: str | Path, *, model: str = "facenet-vggface2", store: Path | None
                     summary = engine.run(str(clip), max_frames=max_frames)
                     wall = time.perf_counter() - t0
                     stages = engine.metrics.as_dict()["stages"]
+                    frame_ms = engine.metrics.samples("frame")
                 out["modes"][mode] = {
                     **{k: summary[k] for k in ("frames", "fps", "faces", "tracks", "decided_tracks", "embeddings",
                                                 "embeddings_per_frame", "median_decision_latency_ms",
@@ -96,6 +97,7 @@ def run(clip: str | Path, *, model: str = "facenet-vggface2", store: Path | None
                     "wall_s": round(wall, 2),
                     "faces_per_frame": round(summary["faces"] / max(summary["frames"], 1), 3),
                     "stage_p50_ms": {k: v["p50_ms"] for k, v in stages.items() if v["count"]},
+                    "frame_ms_samples": [round(x, 3) for x in frame_ms],
                 }
                 log.info("%s: %s", mode, out["modes"][mode])
     m = out["modes"]

@@ -16,6 +16,11 @@ tests/milvus_server.py):
   (``local_index=False``) for reference.
 * a Milvus server through ``Gallery`` (HNSW in Milvus), at the default ``ef`` and at each of
   ``server_efs`` (search-time HNSW breadth: recall against latency).
+
+Each backend is also measured as live matching uses it by default (``match_by="identity"``):
+the identity centroids are built (:meth:`~lookalike_live.gallery.Gallery.rebuild_centroids`)
+and searched, with recall@1 against exact numpy search over the same centroids
+(``search_identity``).
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def exact_top1(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
 def _pct(values: list[float]) -> dict[str, float]:
     a = np.asarray(values) * 1e3
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
-            "samples": len(values)}
+            "samples": len(values), "samples_ms": [round(float(x), 3) for x in a]}
 
 
 def _measure(gallery: Any, queries: np.ndarray, gt: np.ndarray, labels: np.ndarray, qlabels: np.ndarray,
@@ -99,6 +104,37 @@ def _measure(gallery: Any, queries: np.ndarray, gt: np.ndarray, labels: np.ndarr
     }
 
 
+def exact_identity_top1(vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The label of each query's nearest identity centroid (normalised mean of its vectors)."""
+    n_ids = int(labels.max()) + 1
+    sums = np.zeros((n_ids, vecs.shape[1]), np.float64)
+    for s in range(0, len(vecs), 50_000):
+        np.add.at(sums, labels[s : s + 50_000], vecs[s : s + 50_000])
+    cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return np.argmax(queries @ cent.T, axis=1)
+
+
+def _measure_identity(gallery: Any, queries: np.ndarray, gt: np.ndarray, qlabels: np.ndarray) -> dict[str, Any]:
+    """Identity-centroid search (match_by="identity"): latency at nq=1 and nq=8, and recall@1
+    against ``gt``, exact numpy search over the same centroids."""
+    gallery.search(queries[:8], k=1, match_by="identity")  # warm-up
+    lat1, got = [], []
+    for i in range(len(queries)):
+        t0 = time.perf_counter()
+        res = gallery.search(queries[i : i + 1], k=1, match_by="identity")
+        lat1.append(time.perf_counter() - t0)
+        got.append(int(res[0][0].identity) if res and res[0] else -1)
+    lat8 = []
+    for s in range(0, len(queries) - 7, 8):
+        t0 = time.perf_counter()
+        gallery.search(queries[s : s + 8], k=1, match_by="identity")
+        lat8.append(time.perf_counter() - t0)
+    got_a = np.asarray(got)
+    return {"nq1": _pct(lat1), "nq8": _pct(lat8) if lat8 else None,
+            "recall@1": round(float((got_a == gt).mean()), 4),
+            "query_identity_accuracy@1": round(float((got_a == qlabels[: len(got_a)]).mean()), 4)}
+
+
 def _insert(gallery: Any, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray, batch: int,
             thumbnails: bool) -> float:
     rng = np.random.default_rng(1)
@@ -119,7 +155,8 @@ def _insert(gallery: Any, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray,
 
 def _bench_backend(name: str, uri: str, vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray,
                    qlabels: np.ndarray, gt: np.ndarray, ids: np.ndarray, batch: int, thumbnails: bool,
-                   native_lite_queries: int, server_efs: tuple[int, ...] = ()) -> dict[str, Any]:
+                   native_lite_queries: int, server_efs: tuple[int, ...] = (),
+                   gt_identity: np.ndarray | None = None) -> dict[str, Any]:
     from ..gallery import Gallery
 
     out: dict[str, Any] = {"uri": uri}
@@ -143,6 +180,14 @@ def _bench_backend(name: str, uri: str, vecs: np.ndarray, labels: np.ndarray, qu
             out["local_index_build_and_save_s"] = round(time.perf_counter() - t0, 1)
         out["stats"] = {k: v for k, v in g.stats().items() if k in ("faces", "index", "local_index", "server_version")}
         out["search"] = _measure(g, queries, gt, labels, qlabels, ids)
+        # what live matching searches by default: the identity centroids (Settings.match_by)
+        if gt_identity is None:
+            gt_identity = exact_identity_top1(vecs, labels, queries)
+        t0 = time.perf_counter()
+        out["centroids"] = g.rebuild_centroids()
+        g.wait_for_index(timeout=3600, collection=g.identities_collection)
+        out["centroids_build_s"] = round(time.perf_counter() - t0, 1)
+        out["search_identity"] = _measure_identity(g, queries, gt_identity, qlabels)
         out["ef"] = g.ef if not g.local_index_enabled else None
         if not g.local_index_enabled and server_efs:
             default_ef = g.ef
@@ -192,6 +237,7 @@ def run(n: int = 202_599, dim: int = 512, queries: int = 200, uris: dict[str, st
     vecs, labels, q, qlabels = synthetic_faces(n, dim, identities, seed=seed, queries=queries)
     ids = np.arange(1, n + 1, dtype=np.int64) * 7919  # any unique non-negative ids
     gt = exact_top1(vecs, q)
+    gt_identity = exact_identity_top1(vecs, labels, q)
     result: dict[str, Any] = {"n": n, "dim": dim, "identities": identities, "queries": queries,
                               "thumbnails": thumbnails, "backends": {}}
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-bench-search-", dir=work_dir))
@@ -199,12 +245,13 @@ def run(n: int = 202_599, dim: int = 512, queries: int = 200, uris: dict[str, st
         targets = dict(uris) if uris else {"milvus-lite": str(tmp / "gallery.db")}
         for name, uri in targets.items():
             result["backends"][name] = _bench_backend(name, uri, vecs, labels, q, qlabels, gt, ids, batch,
-                                                      thumbnails, native_lite_queries, server_efs)
+                                                      thumbnails, native_lite_queries, server_efs, gt_identity)
         if uris is None and with_server:
             try:
                 with _milvus_server(tmp) as uri:
                     result["backends"]["milvus-server"] = _bench_backend(
-                        "milvus-server", uri, vecs, labels, q, qlabels, gt, ids, batch, thumbnails, 0, server_efs)
+                        "milvus-server", uri, vecs, labels, q, qlabels, gt, ids, batch, thumbnails, 0, server_efs,
+                        gt_identity)
             except Exception as exc:  # noqa: BLE001 - report, keep the Lite figures
                 log.warning("milvus-server benchmark skipped: %s", exc)
                 result["backends"]["milvus-server"] = {"skipped": str(exc)[:500]}

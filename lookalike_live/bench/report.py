@@ -1,0 +1,199 @@
+"""The README's "Results" section, written from one ``scripts/bench.py`` JSON.
+
+:func:`render` turns the suite's JSON into Markdown: one table of headline figures, each next to
+its in-run reference (bare model, exact search, no tracking, nearest-photo baseline), the
+improvements study, peak memory per section and links to the plots; :func:`update_readme`
+replaces the text between the two markers in README.md. Sections that did not run, or failed,
+are said to be missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+
+PLOT_TITLES = {
+    "roc.png": "ROC: query vs gallery identity, nearest photo vs identity centroid, with and without flip TTA",
+    "scores.png": "Genuine vs impostor scores with the calibrated threshold",
+    "pca.png": "Embeddings of 20 identities, PCA 2-D",
+    "latency.png": "Latency histograms: search (nq=1, nq=8), live frame time, detection",
+}
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _ok(sections: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    sec = sections.get(name)
+    return sec if isinstance(sec, dict) and "error" not in sec else None
+
+
+def _accuracy_rows(acc: dict[str, Any]) -> list[str]:
+    rows = []
+    variants = {v["name"]: v for v in acc.get("variants", [])}
+    base = variants.get("baseline")
+    m = acc["matching"]
+    what = ("identity centroid" if m["match_by"] == "identity" else "nearest photo") + (" + flip" if m["flip"] else "")
+    ref = f"nearest photo: {_f(base['top1'])}" if base else "n/a"
+    rows.append(f"| Identification top-1 ({acc['model']}, {acc['queries']} queries, {acc['identities']} identities) "
+                f"| {_f(acc['top1'])} ({what}) | {ref} | " + (
+                f"{acc['top1'] - base['top1']:+.3f}" if base else "n/a") + " |")
+    if "tpir_at_fpir_0.01" in acc:
+        ref = f"nearest photo: {_f(base['tpir_at_fpir_0.01'])}" if base and "tpir_at_fpir_0.01" in base else "n/a"
+        rows.append(f"| Open-set TPIR at FPIR 1 % ({acc.get('nonmated', 0)} probes of absent people) "
+                    f"| {_f(acc['tpir_at_fpir_0.01'])} | {ref} | "
+                    + (f"{acc['tpir_at_fpir_0.01'] - base['tpir_at_fpir_0.01']:+.3f}" if base else "n/a") + " |")
+    rows.append(f"| Calibrated threshold (FAR {acc['far']}) | {_f(acc['threshold'])} (TAR {_f(acc['tar_at_far'])}) "
+                f"| | |")
+    return rows
+
+
+def _build_rows(build: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, b in build.items():
+        if not isinstance(b, dict) or "build_images_per_second" not in b:
+            continue
+        rows.append(f"| Index build, {name} ({b['photos']} photos; weights: {b['weights']}) "
+                    f"| {_f(b['build_images_per_second'], 1)} img/s | bare embedder "
+                    f"{_f(b['bare_embedder_images_per_second'], 1)} img/s | {_f(b['build_vs_bare'], 2)}x |")
+    return rows
+
+
+def _search_rows(search: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, b in search.get("backends", {}).items():
+        s = b.get("search") if isinstance(b, dict) else None
+        if not s:
+            rows.append(f"| Search, {name} | skipped: {str(b.get('skipped', 'no figures'))[:80]} | | |")
+            continue
+        size = f"{search['n']:,} x {search['dim']}"
+        nq8 = s.get("nq8") or {}
+        rows.append(f"| Search p50, {name}, {size} | nq=1 {_f(s['nq1']['p50_ms'], 2)} ms, nq=8 "
+                    f"{_f(nq8.get('p50_ms'), 2)} ms | exact numpy top-1 | recall@1 {_f(s['recall@1'])} |")
+        si = b.get("search_identity")
+        if si:
+            rows.append(f"| Identity search p50 (live default), {name}, {b.get('centroids', '?'):,} centroids "
+                        f"| nq=1 {_f(si['nq1']['p50_ms'], 2)} ms, nq=8 {_f((si.get('nq8') or {}).get('p50_ms'), 2)} ms "
+                        f"| exact numpy over the centroids | recall@1 {_f(si['recall@1'])} |")
+        native = b.get("lite_native_indexed")
+        if native:
+            rows.append(f"| Search p50, Milvus Lite's own search, {size} | nq=1 {_f(native['nq1']['p50_ms'], 1)} ms "
+                        f"| the local index above | {_f(native['nq1']['p50_ms'] / max(s['nq1']['p50_ms'], 1e-9), 0)}x "
+                        "slower |")
+    return rows
+
+
+def _live_rows(live: dict[str, Any]) -> list[str]:
+    m = live.get("modes", {})
+    if "tracking" not in m:
+        return []
+    t, n = m["tracking"], m.get("no-tracking")
+    ref = f"every face every frame: {_f(n['fps'], 1)} fps" if n else "n/a"
+    return [f"| Live, {live['model']} on the clip ({t['frames']} frames, {_f(t['faces_per_frame'], 2)} faces/frame) "
+            f"| {_f(t['fps'], 1)} fps, {_f(t['embeddings_per_frame'], 3)} embeddings/frame | {ref} "
+            f"| {_f(live.get('speedup'), 1)}x |"]
+
+
+def _detect_rows(det: dict[str, Any]) -> list[str]:
+    d = det.get("detection", {})
+    if "full" not in d:
+        return []
+    f, s = d["full"], d.get("short", {})
+    return [f"| Detection, BlazeFace full range ({det['frame_size'][0]}x{det['frame_size'][1]}) "
+            f"| {_f(f['ms_p50'], 2)} ms/frame p50, {_f(f['faces_per_frame'], 2)} faces/frame "
+            f"| short range: {_f(s.get('ms_p50'), 2)} ms, {_f(s.get('faces_per_frame'), 2)} faces/frame | |"]
+
+
+def _embed_rows(emb: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, m in emb.get("models", {}).items():
+        best = max((r for r in m.get("results", []) if "bare_img_s" in r), key=lambda r: r["batch"], default=None)
+        if best:
+            rows.append(f"| Embedding, {name} ({m.get('weights')}), batch {best['batch']} "
+                        f"| {_f(best['embed_img_s'], 1)} img/s | bare ONNX Runtime session {_f(best['bare_img_s'], 1)} "
+                        f"img/s | {_f(1 + best['overhead'], 3)}x the time |")
+    return rows
+
+
+def render(result: Mapping[str, Any], plots_dir: str | Path | None = None, readme_dir: str | Path | None = None
+           ) -> str:
+    """Markdown for README's Results section from the suite's JSON (``run_suite``'s dict)."""
+    sections = result.get("sections", {})
+    mach = result.get("machine", {})
+    lines = [BEGIN,
+             "<!-- generated by `scripts/bench.py --readme README.md`: edit lookalike_live/bench/report.py, "
+             "not this text -->",
+             f"Measured by `scripts/bench.py{' --quick' if result.get('quick') else ''}` on "
+             f"{mach.get('cpus', '?')} CPU cores ({mach.get('processor', '?')}, {mach.get('platform', '?')}), "
+             f"Python {mach.get('python', '?')}, ONNX Runtime {mach.get('onnxruntime', '?')} "
+             f"({', '.join(mach.get('providers', []))}), started {result.get('started', '?')}. "
+             "FaceNet runs with seeded random weights where its real weights are not installed: "
+             "its speed is real, its accuracy is not measured.",
+             "",
+             "| Stage | Figure | In-run reference | Ratio / difference |",
+             "|---|---|---|---|"]
+    builders = (("accuracy", _accuracy_rows), ("detect", _detect_rows), ("embed", _embed_rows),
+                ("build", _build_rows), ("search", _search_rows), ("live", _live_rows))
+    missing = []
+    for name, fn in builders:
+        sec = _ok(sections, name)
+        if sec is None:
+            missing.append(name if name not in sections else f"{name} (failed: {sections[name].get('error', '')[:80]})")
+            continue
+        lines.extend(fn(sec))
+    acc = _ok(sections, "accuracy")
+    if acc and acc.get("variants"):
+        lines += ["", "Improvements, each scored on the same embeddings (kept in the app: identity matching; "
+                  "flip TTA is an option, off by default):", "",
+                  "| Variant | flip TTA | match by | quality-weighted | top-1 | top-5 | TPIR@FPIR 1 % | TPIR@FPIR 10 % |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for v in acc["variants"]:
+            lines.append(f"| {v['name']} | {'yes' if v['flip'] else 'no'} | {v['match_by']} | "
+                         f"{'yes' if v['quality_weighted'] else 'no'} | {_f(v['top1'])} | {_f(v['top5'])} | "
+                         f"{_f(v.get('tpir_at_fpir_0.01'))} | {_f(v.get('tpir_at_fpir_0.1'))} |")
+    peaks = {n: s.get("peak_rss_mb") for n, s in sections.items() if isinstance(s, dict) and s.get("peak_rss_mb")}
+    if peaks:
+        lines += ["", "Peak memory (resident set of the process that ran each section): "
+                  + ", ".join(f"{n} {_f(v, 0)} MB" for n, v in peaks.items()) + "."]
+    if missing:
+        lines += ["", "Not in this run: " + ", ".join(missing) + "."]
+    if plots_dir is not None:
+        folder = Path(plots_dir)
+        base = Path(readme_dir) if readme_dir is not None else Path.cwd()
+        shown = [(name, title) for name, title in PLOT_TITLES.items() if (folder / name).is_file()]
+        if shown:
+            lines += ["", "Plots from this run (written next to the JSON; not kept in git, `make results` "
+                      "makes them):", ""]
+            for name, title in shown:
+                rel = os.path.relpath(folder / name, base)
+                lines.append(f"![{title}]({rel})")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: str | Path, markdown: str) -> bool:
+    """Replace the text between :data:`BEGIN` and :data:`END` in ``readme`` (inclusive). Returns
+    whether the file changed. Raises ValueError when the markers are missing."""
+    path = Path(readme)
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path} has no {BEGIN} ... {END} block to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = head + markdown + tail
+    if new == text:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    tmp.replace(path)
+    return True
