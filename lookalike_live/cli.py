@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
-from .config import config_path
+from .config import MATCH_BY, config_path
 from .errors import LookalikeError
 
 log = logging.getLogger("lookalike_live")
@@ -44,7 +44,7 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
                    "(default: facenet-vggface2)")
     g.add_argument("--backend", choices=("auto", "onnx", "tensorrt"),
                    help="inference backend; auto = TensorRT on an NVIDIA GPU when usable, else ONNX Runtime")
-    g.add_argument("--match-by", choices=("identity", "face"),
+    g.add_argument("--match-by", choices=MATCH_BY,
                    help="identity: a face's lookalike is the celebrity whose average face (centroid of all "
                    "their photos) is nearest (default, measurably more accurate); face: the single most "
                    "similar photo")

@@ -52,11 +52,13 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+MATCH_BY = ("identity", "face")  # identity centroid | single nearest photo
+
 CHOICES = {
     "backend": ("auto", "onnx", "tensorrt"),
     "detector": ("short", "full"),
     "small_faces": ("off", "tile"),
-    "match_by": ("identity", "face"),
+    "match_by": MATCH_BY,
 }
 
 

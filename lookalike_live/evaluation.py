@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MATCH_BY = ("face", "identity")
+from .config import MATCH_BY
 
 
 def split_gallery_queries(paths: Sequence[str], identities: Sequence[str], gallery_per_id: int
@@ -69,18 +69,22 @@ def pair_scores(vectors: np.ndarray, identities: Sequence[str]) -> tuple[np.ndar
     return sims[iu], (ids[:, None] == ids[None, :])[iu]
 
 
+def _threshold_for_rate(negatives: np.ndarray, rate: float) -> float:
+    """The lowest threshold that accepts (score >= threshold) at most ``rate`` of ``negatives``."""
+    neg = np.sort(np.asarray(negatives, np.float64))[::-1]
+    k = int(np.floor(rate * len(neg)))
+    return float(np.nextafter(neg[k], np.inf)) if k < len(neg) else float(neg[-1])
+
+
 def threshold_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, float]:
     """The lowest similarity threshold whose false-accept rate (different-identity pairs at or
     above it) is <= ``far``, and the true-accept rate there: a principled open-set threshold."""
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels, bool)
-    neg = np.sort(scores[~labels])[::-1]
-    if len(neg) == 0 or labels.sum() == 0:
+    if labels.all() or not labels.any():
         raise ValueError("threshold_at_far needs both positive and negative pairs")
-    k = int(np.floor(far * len(neg)))  # negatives allowed at or above the threshold
-    thr = float(np.nextafter(neg[k], np.inf)) if k < len(neg) else float(neg[-1])
-    tar = float(np.mean(scores[labels] >= thr))
-    return thr, tar
+    thr = _threshold_for_rate(scores[~labels], far)
+    return thr, float(np.mean(scores[labels] >= thr))
 
 
 @dataclass
@@ -179,13 +183,6 @@ def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.
     return names, out
 
 
-def _threshold_for_rate(negatives: np.ndarray, rate: float) -> float:
-    """The lowest threshold that accepts (score >= threshold) at most ``rate`` of ``negatives``."""
-    neg = np.sort(np.asarray(negatives, np.float64))[::-1]
-    k = int(np.floor(rate * len(neg)))
-    return float(np.nextafter(neg[k], np.inf)) if k < len(neg) else float(neg[-1])
-
-
 def tpir_at_fpir(top1_correct: np.ndarray, mated_scores: np.ndarray, nonmated_scores: np.ndarray,
                  fpir: float) -> tuple[float, float]:
     """Open-set identification (as NIST FRVT defines it): the threshold at which at most ``fpir``
@@ -215,9 +212,8 @@ def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str], probes
         top = names[order[:, :k]]
         out[f"top{k}"] = round(float(np.mean((top == truth[:, None]).any(axis=1))), 4)
     own = names[None, :] == truth[:, None]  # (P, I): the probe's own identity
-    genuine, impostor = sc[own], sc[~own]
-    thr = _threshold_for_rate(impostor, far)
-    out.update(far=far, threshold=round(thr, 4), tar_at_far=round(float(np.mean(genuine >= thr)), 4))
+    thr, tar = threshold_at_far(sc.ravel(), own.ravel(), far)
+    out.update(far=far, threshold=round(thr, 4), tar_at_far=round(tar, 4))
     if nonmated is not None and len(nonmated):
         _, nsc = identity_scores(gallery, gallery_ids, nonmated, match_by=match_by, weights=weights)
         correct = names[order[:, 0]] == truth

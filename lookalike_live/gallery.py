@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import MATCH_BY
 from .errors import (
     ConfigError,
     DimensionMismatchError,
@@ -110,7 +111,6 @@ _MAX_PATH = 1024
 
 _FACE_OUTPUT = ["identity", "name", "dataset", "image_path"]
 _IDENTITY_OUTPUT = ["identity", "name", "face_id", "dataset", "image_path"]
-MATCH_BY = ("identity", "face")
 _MASK63 = (1 << 63) - 1
 
 
@@ -1184,11 +1184,13 @@ class Gallery:
         best: dict[str, tuple[float, int, str, str]] = {}
         for batch in self._iterate(["vector", "identity", "dataset", "image_path"], batch_size):
             for r in batch:
+                if r["identity"] not in cent:  # written between the two passes: in the next rebuild
+                    continue
                 sim = float(np.dot(np.asarray(r["vector"], np.float32), cent[r["identity"]]))
                 if r["identity"] not in best or sim > best[r["identity"]][0]:
                     best[r["identity"]] = (sim, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
         return [{"id": identity_id(k), "vector": cent[k], "identity": k, "name": display[k], "count": counts[k],
-                 "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent]
+                 "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent if k in best]
 
     def _iterate(self, fields: list[str], batch_size: int, collection: str | None = None) -> Iterable[list[dict]]:
         name = collection or self.collection

@@ -68,6 +68,7 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
         g.upsert_faces(ids, np.stack(vecs), ident, names, ds.name, paths, bbox=np.stack(boxes), quality=quality,
                        thumbnail=thumbs)
         g.flush()
+        g.rebuild_centroids()  # as `index build` does: live matching searches identity centroids
         n = g.count()
     return LiveGallery(uri, collection, store, n, len(set(ident)))
 

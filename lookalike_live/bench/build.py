@@ -31,7 +31,7 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggf
         from .live import model_store  # detectors + the model (FaceNet: random weights if absent)
 
         mstore, note = model_store(model, scratch, store, shared_models=None)
-        embedder = create_embedder(model, backend="onnx", store=mstore)
+        embedder = create_embedder(model, backend="onnx", store=mstore, spin=False)  # as `index build`
         spec = embedder.spec
         dataset = open_dataset(dataset_dir, "celeba")
         uri = milvus_uri or str(scratch / "bench.db")

@@ -75,14 +75,16 @@ def create_embedder(
     precision: str = "fp16",
     threads: int | None = None,
     flip_tta: bool = False,
+    spin: bool = True,
 ) -> Embedder:
     """An embedder for an installed model (registry name or spec ``.toml`` path), not yet prepared.
 
     ``backend``: "auto" | "onnx" | "tensorrt" (see :func:`choose_backend`); ``max_batch``: the
     largest batch per model call (larger inputs are split; for TensorRT the profile maximum);
     ``precision``: "fp16" | "fp32" (TensorRT only); ``threads``: ONNX Runtime intra-op threads
-    on CPU (default: physical cores); ``flip_tta``: embed each face and its mirror image and
-    sum them (twice the model work). Raises ModelNotInstalledError naming the install
+    on CPU (default: physical cores); ``spin``: ONNX Runtime's idle threads busy-wait (pass False
+    where other busy threads share a small CPU, see ``onnx.session_options``); ``flip_tta``: embed
+    each face and its mirror image and sum them (twice the model work). Raises ModelNotInstalledError naming the install
     command, UnknownModelError, ConfigError or BackendUnavailableError.
     """
     if precision not in PRECISIONS:
@@ -104,6 +106,6 @@ def create_embedder(
 
         # "auto": the CUDA provider when it starts, else the CPU (OnnxEmbedder logs a provider that fails to start).
         embedder = OnnxEmbedder(spec, path, max_batch=max_batch, device="auto" if chosen == "onnx-cuda" else "cpu",
-                                device_id=device_id, threads=threads)
+                                device_id=device_id, threads=threads, spin=spin)
     embedder.flip_tta = bool(flip_tta)
     return embedder
