@@ -78,8 +78,15 @@ def _search_rows(search: dict[str, Any]) -> list[str]:
             continue
         size = f"{search['n']:,} x {search['dim']}"
         nq8 = s.get("nq8") or {}
-        rows.append(f"| Search p50, {name}, {size} | nq=1 {_f(s['nq1']['p50_ms'], 2)} ms, nq=8 "
+        how = f" (HNSW ef {b['ef']})" if b.get("ef") else ""
+        rows.append(f"| Search p50, {name}{how}, {size} | nq=1 {_f(s['nq1']['p50_ms'], 2)} ms, nq=8 "
                     f"{_f(nq8.get('p50_ms'), 2)} ms | exact numpy top-1 | recall@1 {_f(s['recall@1'])} |")
+        sweep = b.get("search_by_ef") or {}
+        if sweep:
+            rows.append("| Same, by HNSW ef: nq=8 p50 (recall@1) | "
+                        + ", ".join(f"ef {ef}: {_f((m.get('nq8') or {}).get('p50_ms'), 1)} ms ({_f(m['recall@1'])})"
+                                    for ef, m in sweep.items())
+                        + " | exact numpy top-1 | |")
         si = b.get("search_identity")
         if si:
             rows.append(f"| Identity search p50 (live default), {name}, {b.get('centroids', '?'):,} centroids "
