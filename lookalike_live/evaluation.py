@@ -262,8 +262,8 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     from pathlib import Path
 
     if distractors is not None:
-        mine = {Path(i.path).resolve() for i in dataset.items}
-        overlap = sorted(p for p in (Path(i.path).resolve() for i in distractors.items) if p in mine)
+        gallery_files = {Path(i.path).resolve() for i in dataset.items}
+        overlap = sorted(p for p in (Path(i.path).resolve() for i in distractors.items) if p in gallery_files)
         if overlap:
             raise ValueError(f"{len(overlap)} distractor photos are also in the dataset (e.g. {overlap[0]}); "
                              "distractors must be people absent from the gallery (or use --holdout-ids)")
@@ -320,10 +320,10 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
         curves = {"nearest photo": comparisons(False, "face"), "nearest photo, flip TTA": comparisons(True, "face"),
                   "identity centroid": comparisons(False, "identity"),
                   "identity centroid, flip TTA": comparisons(True, "identity")}
-        mine = comparisons(flip, match_by)
+        scores_mine, same_mine = comparisons(flip, match_by)
         out["plots"] = [
             str(charts.plot_roc(curves, folder / "roc.png", title=f"ROC, query vs gallery identity: {title}")),
-            str(charts.plot_score_histograms(*mine, folder / "scores.png", threshold=out["threshold"],
+            str(charts.plot_score_histograms(scores_mine, same_mine, folder / "scores.png", threshold=out["threshold"],
                                              title=f"Genuine vs impostor ({match_by} matching): {title}")),
             str(charts.plot_pca_map(vecs[~held], ids[~held], folder / "pca.png",
                                     title=f"Embeddings, PCA 2-D: {title}")),

@@ -73,7 +73,7 @@ def exact_top1(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.concatenate([np.argmax(queries[s : s + 64] @ gallery.T, axis=1) for s in range(0, len(queries), 64)])
 
 
-def _pct(values: list[float]) -> dict[str, float]:
+def _pct(values: list[float]) -> dict[str, Any]:
     a = np.asarray(values) * 1e3
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
             "samples": len(values), "samples_ms": [round(float(x), 3) for x in a]}
