@@ -161,7 +161,7 @@ def latency_samples(result: dict[str, Any]) -> dict[str, list[float]]:
 
 
 EPILOG = ("Typical: scripts/bench.py --out bench-results/bench.json --plots bench-results --readme README.md "
-          "(every section, about 30 min on 2 cores: `make results`). --quick: a smoke run in a few minutes.")
+          "(every section, 20-25 min on 2 cores: `make results`). --quick: a smoke run in a few minutes.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
