@@ -296,7 +296,7 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
         description="Embed one face per photo; per identity the first photos form the gallery and the rest "
         "query it: top-1/top-5 identification (exact cosine search, matching as --match-by says), "
         "photo-pair ROC AUC, the similarity threshold at a target false-accept rate (a good --threshold "
-        "for the live overlay) and, with distractors, open-set TPIR at FPIR 1%% and 10%%. JSON keys: top1, "
+        "for the live overlay) and, with distractors, open-set TPIR at FPIR 1% and 10%. JSON keys: top1, "
         "top5, tpir_at_fpir_0.01, tpir_at_fpir_0.1, threshold, queries, gallery, undetected, and more.",
     )
     dataset_opts(p)
