@@ -98,6 +98,8 @@ PROP_GENERATION = "lookalike.generation"
 #: setting with recall@1 >= 0.99 in every run, and under 20 ms in both quiet ones.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
+#: seconds after which a live searcher asks a server again whether identity centroids exist
+CENTROIDS_RECHECK_S = 60.0
 HNSW_EF = 80
 
 #: Milvus's default indexCoord.segment.minSegmentNumRowsToEnableIndex
@@ -1459,6 +1461,7 @@ class AsyncSearcher:
         self._client: Any = None
         self._load_task: asyncio.Future[Any] | None = None
         self._centroids: bool | None = None  # the server has identity centroids (None: not asked yet)
+        self._centroids_at = -1e9  # when the question was last asked (monotonic)
         self._client_failed_at = 0.0
         self._last_error = ""
         self._connect_error = ""  # the last real connection failure (not a fast-fail)
@@ -1617,16 +1620,21 @@ class AsyncSearcher:
                 log.debug("closing the async Milvus client failed", exc_info=True)
 
     async def _use_centroids(self) -> bool:
-        """Match by identity centroids on the server: asked once (off the loop) when first needed."""
+        """Match by identity centroids on the server? Asked off the loop when first needed, again
+        every CENTROIDS_RECHECK_S while the answer is no (a build may add them), and no more often
+        than ``reconnect_interval`` while the question fails (server down: single faces meanwhile)."""
         if self.gallery.match_by != "identity":
             return False
-        if self._centroids is None:
+        now = time.monotonic()
+        due = now - self._centroids_at > (self.reconnect_interval if self._centroids is None else CENTROIDS_RECHECK_S)
+        if due and self._centroids is not True:  # ask again now and then: a build may add them meanwhile
+            self._centroids_at = now
+            self.gallery._centroids_ok = None
             try:
                 self._centroids = await asyncio.wait_for(
                     self._loop.run_in_executor(None, self.gallery._centroids_ready), self.timeout)
-            except Exception:  # noqa: BLE001 - unknown for now (server down?): ask again next time
+            except Exception:  # noqa: BLE001 - unknown for now (server down?): asked again later
                 log.debug("could not check for identity centroids", exc_info=True)
-                return False
         return bool(self._centroids)
 
     async def _search_milvus(self, q: np.ndarray, k: int, thumbs: bool) -> list[list[Match]]:

@@ -180,6 +180,35 @@ def test_identity_search_without_centroids_falls_back_to_faces(gallery: Gallery,
         assert "index build" in caplog.text
 
 
+def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gallery, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The async (AsyncMilvusClient) path of a server gallery: single faces while there are no
+    centroids, identity centroids with their most typical photo once rebuild_centroids ran."""
+    import lookalike_live.gallery as gmod
+
+    if gallery.is_lite:
+        pytest.skip("Milvus Lite galleries search their in-process index, not AsyncMilvusClient")
+    ids, vecs, identity, *_ = _fill(gallery)
+    gallery.flush()
+    monkeypatch.setattr(gmod, "CENTROIDS_RECHECK_S", 0.5)
+    with Gallery(gallery.uri, collection=gallery.collection, match_by="identity") as live:
+        searcher = live.searcher()
+        try:
+            first = searcher.submit(vecs[7:8], k=3).result(timeout=30)[0]
+            assert first[0].face_id == ids[7]  # no centroids yet: the nearest single photo
+            assert gallery.rebuild_centroids() == 12
+            gallery.wait_for_index(timeout=120, collection=gallery.identities_collection)
+            time.sleep(0.6)
+            hits = searcher.submit(vecs[7:8], k=3).result(timeout=30)[0]
+            labels = np.array(identity)
+            members = np.flatnonzero(labels == identity[7])
+            mean = vecs[members].mean(axis=0)
+            typical = int(members[np.argmax(vecs[members] @ (mean / np.linalg.norm(mean)))])
+            assert hits[0].identity == identity[7] and hits[0].face_id == ids[typical]
+            assert len({h.identity for h in hits}) == 3
+        finally:
+            searcher.close()
+
+
 def test_thumbnails_round_trip(gallery: Gallery) -> None:
     ids, vecs, *_ = _fill(gallery, thumbs=True)
     assert gallery.thumbnail(ids[2]) == _thumb(2)
