@@ -171,10 +171,10 @@ def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.
         raise ValueError(f"match_by must be one of {MATCH_BY}, got {match_by!r}")
     names, inverse = np.unique(np.asarray(gallery_ids), return_inverse=True)
     if match_by == "identity":
-        w = np.ones(len(gallery)) if weights is None else np.maximum(np.asarray(weights, np.float64), 1e-6)
-        sums = np.zeros((len(names), gallery.shape[1]), np.float64)
-        np.add.at(sums, inverse, gallery * w[:, None])
-        cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        from .gallery import mean_directions
+
+        w = None if weights is None else np.maximum(np.asarray(weights, np.float32), 1e-6)
+        cent = mean_directions(np.asarray(gallery, np.float32), inverse, len(names), w)
         return names, (probes @ cent.T).astype(np.float32)
     sims = probes @ gallery.T
     out = np.full((len(probes), len(names)), -np.inf, np.float32)

@@ -432,18 +432,13 @@ class LocalIndex:
         if n <= self.exact_max:
             self._centroids, self._order, self._offsets = None, None, None
             return
-        codes: dict[str, int] = {}
-        labels = np.fromiter((codes.setdefault(s, len(codes)) for s in self._identity[:n]), np.int64, n)
-        n_lists = len(codes)
+        keys, cent, _, _ = self._identity_table()  # the lists' centres are the identity centroids
+        n_lists = len(keys)
         if n_lists < 2 or n_lists > n // 4:
             log.info("local index: %d identities for %d faces: too few or too many lists, exact search",
                      n_lists, n)
             self._centroids, self._order, self._offsets = None, None, None
             return
-        order = np.argsort(labels, kind="stable")
-        starts = np.searchsorted(labels[order], np.arange(n_lists))
-        sums = np.add.reduceat(self._vecs[:n][order], starts, axis=0)
-        cent = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         self._centroids = np.ascontiguousarray(cent, np.float32)
         step = max(1, (64 << 20) // (4 * n_lists))  # ~64 MB of similarities per chunk
         for s in range(0, n, step):
@@ -602,15 +597,26 @@ class LocalIndex:
         return idx
 
 
-def identity_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per identity (``labels`` 0..n_identities-1 of each row of L2-normalised ``vectors``): its
-    centroid (the normalised mean, float32 (I, D)) and its representative row (the face nearest
-    the centroid, int64 (I,)): the identity's most typical photo, shown as the matched photo."""
+def mean_directions(vectors: np.ndarray, labels: np.ndarray, n_identities: int,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    """The centroid of each identity: the normalised (``weights``-weighted) mean of the rows of
+    ``vectors`` (N, D) labelled ``labels`` (N,) in 0..n_identities-1, each label present at least
+    once. float32 (n_identities, D)."""
+    if len(labels) == 0:
+        return np.zeros((0, vectors.shape[1]), np.float32)
     order = np.argsort(labels, kind="stable")
     starts = np.searchsorted(labels[order], np.arange(n_identities))
-    sums = np.add.reduceat(vectors[order], starts, axis=0) if len(order) else np.zeros((0, vectors.shape[1]))
-    cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    sims = np.einsum("ij,ij->i", vectors, cent[labels]) if len(order) else np.zeros(0)
+    rows = vectors[order] if weights is None else vectors[order] * np.asarray(weights, np.float32)[order, None]
+    sums = np.add.reduceat(rows, starts, axis=0)
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def identity_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity (``labels`` 0..n_identities-1 of each row of L2-normalised ``vectors``): its
+    centroid (:func:`mean_directions`) and its representative row (the face nearest the
+    centroid, int64 (I,)): the identity's most typical photo, shown as the matched photo."""
+    cent = mean_directions(vectors, labels, n_identities)
+    sims = np.einsum("ij,ij->i", vectors, cent[labels]) if len(labels) else np.zeros(0)
     best = np.lexsort((-sims, labels))  # by identity, most typical first
     first = np.searchsorted(labels[best], np.arange(n_identities))
     return cent, best[first].astype(np.int64)
@@ -1090,11 +1096,7 @@ class Gallery:
         gen = str(self._require().get("generation", ""))
         if self._centroids_ok is not None and self._centroids_ok[0] == gen:
             return self._centroids_ok[1]
-        ok = self._call("has_collection", self._client.has_collection, self.identities_collection)
-        if ok:
-            fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
-                                                    self.identities_collection).get("fields", [])}
-            ok = "face_id" in fields and self._count(self.identities_collection) > 0
+        ok = self._identities_state() == "current" and self._count(self.identities_collection) > 0
         self._centroids_ok = (gen, ok)
         if not ok and not self._warned_no_centroids:
             self._warned_no_centroids = True
@@ -1102,6 +1104,15 @@ class Gallery:
                         "single faces; `lookalike-live index build` again (it resumes) adds them",
                         self.collection, self.uri)
         return ok
+
+    def _identities_state(self) -> str:
+        """The identities collection: "absent", "old" (no representative faces: an older version
+        made it) or "current"."""
+        if not self._call("has_collection", self._client.has_collection, self.identities_collection):
+            return "absent"
+        fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
+                                                self.identities_collection).get("fields", [])}
+        return "current" if "face_id" in fields else "old"
 
     def _search_centroids(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
         if not self._centroids_ready():
@@ -1149,12 +1160,10 @@ class Gallery:
                                  "count": int(counts[c]), "face_id": fid, "dataset": ds, "image_path": path})
         else:
             rows = self._centroid_rows(dim, batch_size)
-        if self._call("has_collection", self._client.has_collection, self.identities_collection):
-            fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
-                                                    self.identities_collection).get("fields", [])}
-            if "face_id" not in fields:  # made by an older version: derived data, so recreate it
-                self._call("drop_collection", self._client.drop_collection, self.identities_collection)
-        if not self._call("has_collection", self._client.has_collection, self.identities_collection):
+        state = self._identities_state()
+        if state == "old":  # made by an older version: derived data, so recreate it
+            self._call("drop_collection", self._client.drop_collection, self.identities_collection)
+        if state != "current":
             self._create(self.identities_collection, dim, str(info["model"]), identities=True)
         for s in range(0, len(rows), 1000):
             self._call("upsert", self._client.upsert, self.identities_collection, rows[s : s + 1000])

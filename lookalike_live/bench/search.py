@@ -79,6 +79,28 @@ def _pct(values: list[float]) -> dict[str, Any]:
             "samples": len(values), "samples_ms": [round(float(x), 3) for x in a]}
 
 
+def _nq8_latencies(gallery: Any, queries: np.ndarray, match_by: str = "face") -> list[float]:
+    """Seconds of each search of 8 consecutive queries (each query once)."""
+    lat = []
+    for s in range(0, len(queries) - 7, 8):
+        t0 = time.perf_counter()
+        gallery.search(queries[s : s + 8], k=1, match_by=match_by)
+        lat.append(time.perf_counter() - t0)
+    return lat
+
+
+def _timed_searches(gallery: Any, queries: np.ndarray, match_by: str = "face") -> tuple[list[float], list[Any], list[float]]:
+    """After a warm-up: (seconds of each nq=1 search, its top match or None, seconds of each nq=8 search)."""
+    gallery.search(queries[:8], k=1, match_by=match_by)  # warm-up
+    lat1, top = [], []
+    for i in range(len(queries)):
+        t0 = time.perf_counter()
+        res = gallery.search(queries[i : i + 1], k=1, match_by=match_by)
+        lat1.append(time.perf_counter() - t0)
+        top.append(res[0][0] if res and res[0] else None)
+    return lat1, top, _nq8_latencies(gallery, queries, match_by)
+
+
 def _settle(gallery: Any, queries: np.ndarray, max_s: float = 300.0, tolerance: float = 0.1) -> dict[str, Any]:
     """Search (nq=8) until latency is steady: two consecutive rounds whose medians are within
     ``tolerance`` of each other, at most ``max_s``. A Milvus server keeps working after its index
@@ -87,12 +109,7 @@ def _settle(gallery: Any, queries: np.ndarray, max_s: float = 300.0, tolerance: 
     t0 = time.perf_counter()
     medians: list[float] = []
     while True:
-        lat = []
-        for s in range(0, min(len(queries), 200) - 7, 8):
-            t = time.perf_counter()
-            gallery.search(queries[s : s + 8], k=1)
-            lat.append(time.perf_counter() - t)
-        medians.append(float(np.median(lat)) * 1e3)
+        medians.append(float(np.median(_nq8_latencies(gallery, queries[:200]))) * 1e3)
         steady = len(medians) >= 2 and abs(medians[-1] - medians[-2]) <= tolerance * medians[-2]
         if steady or time.perf_counter() - t0 > max_s:
             break
@@ -106,18 +123,8 @@ def _measure(gallery: Any, queries: np.ndarray, gt: np.ndarray, labels: np.ndarr
              ids: np.ndarray, limit: int | None = None) -> dict[str, Any]:
     """Latency at nq=1 and nq=8 (each query once), recall@1 over all queries."""
     q = queries if limit is None else queries[:limit]
-    gallery.search(q[:8], k=1)  # warm-up
-    lat1, got = [], []
-    for i in range(len(q)):
-        t0 = time.perf_counter()
-        res = gallery.search(q[i : i + 1], k=1)
-        lat1.append(time.perf_counter() - t0)
-        got.append(res[0][0].face_id if res and res[0] else -1)
-    lat8 = []
-    for s in range(0, len(q) - 7, 8):
-        t0 = time.perf_counter()
-        gallery.search(q[s : s + 8], k=1)
-        lat8.append(time.perf_counter() - t0)
+    lat1, top, lat8 = _timed_searches(gallery, q)
+    got = [m.face_id if m is not None else -1 for m in top]
     pos = {int(f): i for i, f in enumerate(ids.tolist())}
     rows = np.array([pos.get(int(f), -1) for f in got])
     hit = rows == gt[: len(q)]
@@ -131,30 +138,16 @@ def _measure(gallery: Any, queries: np.ndarray, gt: np.ndarray, labels: np.ndarr
 
 def exact_identity_top1(vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """The label of each query's nearest identity centroid (normalised mean of its vectors)."""
-    n_ids = int(labels.max()) + 1
-    sums = np.zeros((n_ids, vecs.shape[1]), np.float64)
-    for s in range(0, len(vecs), 50_000):
-        np.add.at(sums, labels[s : s + 50_000], vecs[s : s + 50_000])
-    cent = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-    return np.argmax(queries @ cent.T, axis=1)
+    from ..gallery import mean_directions
+
+    return np.argmax(queries @ mean_directions(vecs, labels, int(labels.max()) + 1).T, axis=1)
 
 
 def _measure_identity(gallery: Any, queries: np.ndarray, gt: np.ndarray, qlabels: np.ndarray) -> dict[str, Any]:
     """Identity-centroid search (match_by="identity"): latency at nq=1 and nq=8, and recall@1
     against ``gt``, exact numpy search over the same centroids."""
-    gallery.search(queries[:8], k=1, match_by="identity")  # warm-up
-    lat1, got = [], []
-    for i in range(len(queries)):
-        t0 = time.perf_counter()
-        res = gallery.search(queries[i : i + 1], k=1, match_by="identity")
-        lat1.append(time.perf_counter() - t0)
-        got.append(int(res[0][0].identity) if res and res[0] else -1)
-    lat8 = []
-    for s in range(0, len(queries) - 7, 8):
-        t0 = time.perf_counter()
-        gallery.search(queries[s : s + 8], k=1, match_by="identity")
-        lat8.append(time.perf_counter() - t0)
-    got_a = np.asarray(got)
+    lat1, top, lat8 = _timed_searches(gallery, queries, match_by="identity")
+    got_a = np.asarray([int(m.identity) if m is not None else -1 for m in top])
     return {"nq1": _pct(lat1), "nq8": _pct(lat8) if lat8 else None,
             "recall@1": round(float((got_a == gt).mean()), 4),
             "query_identity_accuracy@1": round(float((got_a == qlabels[: len(got_a)]).mean()), 4)}
