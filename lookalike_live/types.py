@@ -135,6 +135,16 @@ class FaceDetections:
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
         return wh[:, 0] * wh[:, 1]
 
+    @property
+    def side(self) -> np.ndarray:
+        """(N,) the longer side of each box, pixels."""
+        return np.maximum(self.xyxy[:, 2] - self.xyxy[:, 0], self.xyxy[:, 3] - self.xyxy[:, 1])
+
+    def scaled(self, factor: float) -> FaceDetections:
+        """The same faces in an image ``factor`` times larger (boxes and keypoints scaled)."""
+        f = np.float32(factor)
+        return FaceDetections(xyxy=self.xyxy * f, score=self.score, keypoints=self.keypoints * f)
+
 
 @dataclass(frozen=True, eq=False)
 class FaceCrops:

@@ -84,6 +84,8 @@ def test_embedder_is_not_a_detector(model_store: Path) -> None:
         {"tile_grid": (0, 1)},
         {"tile_overlap": 1.0},
         {"tile_min_score": 2.0},
+        {"first": "short", "first_min_size": 1.5},
+        {"first": "short", "first_min_score": -0.5},
     ],
 )
 def test_invalid_settings_raise_config_error(model_store: Path, kwargs: dict) -> None:
@@ -191,6 +193,33 @@ def test_short_range_model(model_store: Path, frontal: np.ndarray) -> None:
     with FaceDetector("short", store=model_store) as det:
         assert det.model_spec.name == "blazeface-short"
         assert len(det.detect(frontal)) >= 1
+
+
+def _same(a: FaceDetections, b: FaceDetections) -> bool:
+    return len(a) == len(b) and np.allclose(a.xyxy, b.xyxy) and np.allclose(a.keypoints, b.keypoints)
+
+
+def test_first_pass_keeps_a_big_sure_face_and_leaves_the_rest_to_the_main_model(
+    model_store: Path, frontal: np.ndarray, clip_frames: list[np.ndarray]
+) -> None:
+    """``first``: the short-range model's faces when its best face is big and sure, else the main model's."""
+    with (FaceDetector("short", store=model_store) as short, FaceDetector("full", store=model_store) as full,
+          FaceDetector("full", store=model_store, fallback="short", first="short") as quick):
+        assert set(quick._tasks) == {"main", "first"}  # the fallback is the first model: no second copy
+        big = short.detect(frontal)
+        assert len(big) and big.side.max() >= 0.2 * max(frontal.shape[:2]) and big.score.max() >= 0.9
+        assert _same(quick.detect(frontal), big) and not _same(big, full.detect(frontal))
+        # video frames with small faces: the main (full-range) model's answer
+        for frame in clip_frames[::40]:
+            assert _same(quick.detect(frame), full.detect(frame))
+        # a black image: neither finds a face, and the fallback reuses the first pass's (empty) answer
+        assert len(quick.detect(np.zeros((300, 300, 3), np.uint8))) == 0
+    # a face that must fill more of the photo, or score higher, than it does: the main model
+    with FaceDetector("full", store=model_store, first="short", first_min_size=0.99) as strict:
+        assert _same(strict.detect(frontal), full.detect(frontal))
+    with FaceDetector("full", store=model_store, first="short", first_min_score=1.0) as strict:
+        assert _same(strict.detect(frontal), full.detect(frontal))
+        assert "first='blazeface-short'" in repr(strict)
 
 
 def test_video_mode_survives_bad_timestamps(model_store: Path, clip_frames: list[np.ndarray]) -> None:
