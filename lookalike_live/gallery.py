@@ -223,6 +223,20 @@ def encode_thumbnail(image_bgr: np.ndarray, xyxy: Sequence[float] | None = None,
     raise ThumbnailError(f"cannot encode a {size}x{size} thumbnail under {THUMBNAIL_MAX_BYTES} bytes")
 
 
+def _skip_pymilvus_string_check() -> None:
+    """Turn off pymilvus's client-side VARCHAR check, which on rows (MilvusClient.upsert) iterates
+    over each string's *characters* (isinstance and len per character): ~1 ms of Python per face
+    row with a 4 kB base64 thumbnail, on the writer's thread with the GIL held, and it never sees a
+    too-long string anyway. upsert_faces checks every string's length itself, and the server
+    enforces max_length."""
+    try:
+        from pymilvus.client import entity_helper
+    except ImportError:  # pragma: no cover - a pymilvus without the module: nothing to turn off
+        return
+    if getattr(entity_helper, "CHECK_STR_ARRAY", None) is True:
+        entity_helper.CHECK_STR_ARRAY = False
+
+
 def _thumb_to_b64(data: bytes | None) -> str:
     if not data:
         return ""
@@ -941,6 +955,7 @@ class Gallery:
             if longest > limit:
                 raise ShapeError(f"upsert_faces: a {label} is {longest} bytes long, the limit is {limit}")
 
+        _skip_pymilvus_string_check()  # every string's length is checked above
         # a new generation first: a crash mid-write leaves the persisted local index out of date
         prev_gen = info["generation"]
         gen = self._bump_generation()
