@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt, dataset_opts
+from .cliutil import Opt, dataset_opts, quick_detect_opt
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, LookalikeError
@@ -73,17 +73,16 @@ def _open_gallery(settings):  # type: ignore[no-untyped-def]
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from .datasets import open_dataset
-    from .detect import FaceDetector
     from .embed import create_embedder
-    from .indexing import BuildOptions, build_index
+    from .indexing import BuildOptions, build_index, gallery_detector
 
     settings = _settings(args)
     dataset = open_dataset(args.dataset, args.format, names_csv=args.names)
     log.info("%s: %d photos, %d identities", dataset.root, len(dataset), dataset.identities)
 
-    def make_detector() -> FaceDetector:
-        return FaceDetector(settings.detector, min_score=settings.min_face_score,
-                            small_faces=settings.small_faces, running_mode="image", fallback="short")
+    def make_detector() -> Any:
+        return gallery_detector(settings.detector, min_score=settings.min_face_score,
+                                small_faces=settings.small_faces, quick=args.quick_detect)
 
     opts = BuildOptions(batch_size=args.batch_size, insert_batch=args.insert_batch, workers=args.workers,
                         limit=args.limit, retry_skipped=args.retry_skipped, progress=not args.no_progress)
@@ -184,6 +183,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     q.add_argument("--insert-batch", type=int, default=256, help="rows per Milvus upsert (default 256)")
     q.add_argument("--workers", type=int, default=2, help="decode/detect threads (default 2)")
     q.add_argument("--retry-skipped", action="store_true", help="retry photos skipped by earlier runs")
+    quick_detect_opt(q)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     model_opts(q)
     detector_opts(q)
@@ -236,18 +236,23 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .datasets import open_dataset
     from .evaluation import evaluate_dataset
+    from .indexing import gallery_detector
     from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
     dataset = open_dataset(args.dataset, args.format, names_csv=None)
     distractors = open_dataset(args.distractors, args.distractors_format) if args.distractors else None
     # the eval embeds each face and its mirror image itself: flip TTA is a scoring choice here
-    with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer:
+    # gallery photos are prepared as `index build` prepares them, queries as the live app sees faces
+    build_detector = gallery_detector(settings.detector, min_score=settings.min_face_score,
+                                      small_faces=settings.small_faces, quick=args.quick_detect)
+    with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer, build_detector:
         try:
             res = evaluate_dataset(dataset, analyzer, gallery_per_id=args.gallery_per_id, limit=args.limit,
                                    far=args.far, progress=not args.no_progress, distractors=distractors,
                                    holdout_ids=args.holdout_ids, flip=settings.flip_tta, match_by=settings.match_by,
-                                   quality_weighted=args.quality_weighted, study=args.study, plots=args.plots)
+                                   quality_weighted=args.quality_weighted, study=args.study, plots=args.plots,
+                                   gallery_detector=build_detector)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     if args.save_threshold:
@@ -296,7 +301,8 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
         description="Embed one face per photo; per identity the first photos form the gallery and the rest "
         "query it: top-1/top-5 identification (exact cosine search, matching as --match-by says), "
         "photo-pair ROC AUC, the similarity threshold at a target false-accept rate (a good --threshold "
-        "for the live overlay) and, with distractors, open-set TPIR at FPIR 1% and 10%. JSON keys: top1, "
+        "for the live overlay) and, with distractors, open-set TPIR at FPIR 1% and 10%. Gallery photos are "
+        "prepared as `index build` prepares them, queries as the live app sees faces. JSON keys: top1, "
         "top5, tpir_at_fpir_0.01, tpir_at_fpir_0.1, threshold, queries, gallery, undetected, and more.",
     )
     dataset_opts(p)
@@ -319,6 +325,7 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
                    help="remember the threshold for this model: the app, run and monitor use it unless a flag, "
                    "LOOKALIKE_THRESHOLD or the config file sets one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    quick_detect_opt(p)
     model_opts(p)
     detector_opts(p)
     json_opt(p)

@@ -112,9 +112,13 @@ class EmbeddedSet:
 
 
 def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,  # type: ignore[no-untyped-def]
-                  desc: str = "eval") -> EmbeddedSet:
+                  desc: str = "eval", gallery: frozenset[str] | set[str] = frozenset(),
+                  gallery_detector=None) -> EmbeddedSet:
     """Detect, align and embed one face per photo (the annotated one, else the largest), and its
-    mirror image. Unreadable photos and photos without a face are skipped with the reason."""
+    mirror image. Photos whose relative path is in ``gallery`` are prepared as ``index build``
+    prepares them (:func:`lookalike_live.indexing.prepare_face` with ``gallery_detector``), the
+    others as the live app sees a face (``analyzer.detect`` on the whole photo). Unreadable photos
+    and photos without a face are skipped with the reason."""
     import time
 
     from tqdm import tqdm
@@ -122,8 +126,10 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     from .align import align_faces
     from .errors import LookalikeError
     from .imageio import read_image
-    from .indexing import choose_face
+    from .indexing import choose_face, prepare_face
 
+    if gallery and gallery_detector is None:
+        raise ValueError("embed_dataset: gallery photos need the gallery_detector the index build uses")
     items = list(dataset.items[:limit] if limit else dataset.items)
     vecs: list[np.ndarray] = []
     flips: list[np.ndarray] = []
@@ -135,21 +141,27 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     t0 = time.perf_counter()
     for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
         try:
-            image = read_image(item.path)
+            if item.rel_path in gallery:
+                prepared = prepare_face(item, gallery_detector, embedder.spec)
+                pixels, q = (None, 0.0) if prepared is None else (prepared.crop[None], prepared.quality)
+            else:
+                image = read_image(item.path)
+                dets = analyzer.detect(image)
+                pixels, q = None, 0.0
+                if len(dets):
+                    crops = align_faces(image, dets[[choose_face(dets, item.bbox)]], embedder.spec)
+                    pixels, q = crops.pixels, float(crops.quality[0])
         except LookalikeError as exc:
             skipped[item.rel_path] = str(exc)
             continue
-        dets = analyzer.detect(image)
-        if len(dets) == 0:
+        if pixels is None:
             skipped[item.rel_path] = "no face found"
             continue
-        one = dets[[choose_face(dets, item.bbox)]]
-        crops = align_faces(image, one, embedder.spec)
         # the face and its mirror image in one call, each embedded plainly (no built-in flip TTA)
-        both = embedder.embed_array(np.concatenate([crops.pixels, crops.pixels[:, :, ::-1]]), flip=False)
+        both = embedder.embed_array(np.concatenate([pixels, pixels[:, :, ::-1]]), flip=False)
         vecs.append(both[0])
         flips.append(both[1])
-        quality.append(float(crops.quality[0]))
+        quality.append(q)
         ids.append(item.identity)
         paths.append(item.rel_path)
     seconds = time.perf_counter() - t0
@@ -247,7 +259,7 @@ def _holdout(ids: np.ndarray, n: int) -> np.ndarray:
 def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence[int] = (1, 5),  # type: ignore[no-untyped-def]
                      limit: int | None = None, far: float = 0.01, progress: bool = True,
                      distractors=None, holdout_ids: int = 0, flip: bool = False, match_by: str = "face",
-                     quality_weighted: bool = False, study: bool = False, plots=None) -> dict:
+                     quality_weighted: bool = False, study: bool = False, plots=None, gallery_detector=None) -> dict:
     """Recognition quality of ``analyzer``'s model on a labelled dataset.
 
     One face per photo (the annotated one, else the largest); per identity the first
@@ -257,8 +269,12 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     threshold at ``far``, verification ROC AUC over all photo pairs and, with non-mated probes,
     TPIR at FPIR 1 % and 10 %. ``flip``/``match_by``/``quality_weighted`` choose how faces are
     scored; ``study`` also scores every variant of :data:`VARIANTS` from the same embeddings.
-    ``plots``: a folder for PNGs (ROC, genuine vs impostor, PCA map). Unreadable photos and
-    photos without a face are counted, never fatal."""
+    ``plots``: a folder for PNGs (ROC, genuine vs impostor, PCA map). ``gallery_detector``: the
+    detector ``index build`` uses (:func:`lookalike_live.indexing.gallery_detector`); when given,
+    gallery photos are prepared exactly as the build prepares them and the queries as the live app
+    sees faces; None: every photo through ``analyzer``. The split into gallery and queries is made
+    over the dataset's photos before any detection. Unreadable photos and photos without a face
+    are counted, never fatal."""
     from pathlib import Path
 
     if distractors is not None:
@@ -267,18 +283,25 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
         if overlap:
             raise ValueError(f"{len(overlap)} distractor photos are also in the dataset (e.g. {overlap[0]}); "
                              "distractors must be people absent from the gallery (or use --holdout-ids)")
-    emb = embed_dataset(dataset, analyzer, limit=limit, progress=progress)
+    items = list(dataset.items[:limit] if limit else dataset.items)
+    item_ids = np.asarray([it.identity for it in items], dtype=str)
+    held_ids = set(item_ids[_holdout(item_ids, holdout_ids)].tolist()) if holdout_ids else set()
+    in_gallery, _ = split_gallery_queries([it.rel_path for it in items], item_ids, gallery_per_id)
+    gallery_paths = {it.rel_path for it, gi in zip(items, in_gallery, strict=True) if gi and it.identity not in held_ids}
+    emb = embed_dataset(dataset, analyzer, limit=limit, progress=progress,
+                        gallery=gallery_paths if gallery_detector is not None else frozenset(),
+                        gallery_detector=gallery_detector)
     out: dict = {"dataset": dataset.name, "model": analyzer.spec.name, "images": emb.images,
                  "faces": len(emb.vectors), "skipped": emb.skipped, "seconds": round(emb.seconds, 2),
-                 "images_per_second": round(emb.images / emb.seconds, 2) if emb.seconds > 0 else None}
+                 "images_per_second": round(emb.images / emb.seconds, 2) if emb.seconds > 0 else None,
+                 "gallery_detector": repr(gallery_detector) if gallery_detector is not None else "as the queries"}
     ids = emb.identities
-    held = _holdout(ids, holdout_ids) if holdout_ids else np.zeros(len(ids), bool)
+    held = np.isin(ids, sorted(held_ids))
     if len(set(ids[~held].tolist())) < 2:
         raise ValueError(f"{dataset.name}: need faces of at least two identities to evaluate, "
                          f"got {len(set(ids[~held].tolist()))}")
-    g, q = split_gallery_queries(emb.paths, ids, gallery_per_id)
-    g &= ~held
-    q &= ~held
+    g = np.fromiter((p in gallery_paths for p in emb.paths), bool, len(emb.paths))
+    q = ~g & ~held
     if not q.any():
         raise ValueError(f"no query photos: every identity has <= {gallery_per_id} photos; lower --gallery-per-id")
     dis = None

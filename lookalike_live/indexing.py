@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,14 +31,39 @@ from tqdm import tqdm
 
 from .config import data_dir
 from .datasets import Dataset, GalleryItem
-from .errors import LookalikeError
-from .imageio import read_image
+from .errors import (
+    BackendUnavailableError,
+    ConfigError,
+    LookalikeError,
+    ModelFormatError,
+    ModelNotInstalledError,
+    UnknownModelError,
+)
+from .imageio import read_image_scaled
 from .parallel import prefetch_map
 from .types import FaceDetections
 
 log = logging.getLogger(__name__)
 
 THUMB_SIZE = 96
+#: Big JPEGs are decoded at 1/2, 1/4 or 1/8 scale while their longer side stays >= WORK_SIDE px
+#: (the detector sees 128-192 px anyway); a chosen face whose box is then smaller than
+#: ALIGN_MIN_FRACTION of the embedder's input is read again at a larger scale, so a crop never
+#: has fewer source pixels than it needs. (CelebA: decode 1.5 -> 1.0 core-ms a photo.)
+WORK_SIDE = 640
+ALIGN_MIN_FRACTION = 0.8
+#: quick detection (:func:`gallery_detector`): the short-range model's face is kept when it spans at
+#: least QUICK_MIN_SIZE of the photo's longer side and scores at least QUICK_MIN_SCORE. Looser rules
+#: are faster but wrong too often: at (0.15, any score) 43 of the CelebA fixture's 1,000 gallery
+#: crops came out unlike the full-range crop (cosine < 0.6), the full-range one nearer the person's
+#: other photos in 38; at (0.2, 0.9) 2 of the 683 photos kept.
+QUICK_MIN_SIZE = 0.2
+QUICK_MIN_SCORE = 0.9
+#: errors that no other photo would escape: they stop the build (after saving what is embedded)
+#: instead of skipping photo after photo
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, UnknownModelError, ModelNotInstalledError, ModelFormatError, BackendUnavailableError,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +124,48 @@ def choose_face(dets: FaceDetections, annotated: tuple[float, float, float, floa
     return int(np.argmax(dets.area))
 
 
+def gallery_detector(model: str = "full", *, store: Path | None = None, min_score: float = 0.5,
+                     small_faces: str = "off", quick: bool = True) -> Any:
+    """The detector ``index build`` uses on gallery photos: ``model`` with the short-range model as
+    fallback (close-ups the full-range model misses) and, when ``quick`` and ``model`` is full
+    range, the short-range model first, its face kept when it is big and sure (QUICK_MIN_SIZE,
+    QUICK_MIN_SCORE: 68 % of the CelebA fixture's photos), so detection costs ~2 instead of
+    ~4.6 core-ms there. Gallery and queries need not come from the same detector: on the CelebA
+    fixture (MobileFaceNet, gallery built so, queries detected full range as the live app does)
+    top-1 is the same as with a full-range gallery (`eval identify --no-quick-detect` compares)."""
+    from .detect import FaceDetector
+
+    first = "short" if quick and model in ("full", "blazeface-full") else None
+    return FaceDetector(model, store=store, min_score=min_score, small_faces=small_faces,  # type: ignore[arg-type]
+                        running_mode="image", fallback="short", first=first, first_min_size=QUICK_MIN_SIZE,
+                        first_min_score=QUICK_MIN_SCORE)
+
+
+def prepare_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE) -> PreparedFace | None:
+    """Read one gallery photo (see WORK_SIDE), pick its face (:func:`choose_face`) and align it for
+    the embedder ``spec``; None when the photo has no face. ``bbox`` comes back in the photo's own
+    pixels. Raises LookalikeError (e.g. ImageReadError) for an unreadable photo."""
+    from .align import align_faces
+    from .gallery import encode_thumbnail
+
+    image, scale = read_image_scaled(item.path, work_side)
+    dets = detector.detect(image)
+    if len(dets) == 0:
+        return None
+    annotated = None if item.bbox is None else tuple(v / scale for v in item.bbox)
+    one = dets[[choose_face(dets, annotated)]]  # type: ignore[arg-type]
+    side = float(one.side[0])
+    need = ALIGN_MIN_FRACTION * float(spec.input.size)
+    if scale > 1.0 and side < need:  # too few pixels for the crop at this scale: read it bigger
+        bigger, bigger_scale = read_image_scaled(item.path, math.ceil(max(image.shape[:2]) * need / max(side, 1.0)))
+        one = one.scaled(scale / bigger_scale)
+        image, scale = bigger, bigger_scale
+    crops = align_faces(image, one, spec)
+    return PreparedFace(item, crops.pixels[0], float(crops.quality[0]),
+                        tuple(float(v) * scale for v in one.xyxy[0]),  # type: ignore[arg-type]
+                        encode_thumbnail(image, one.xyxy[0], size=THUMB_SIZE))
+
+
 class _StateFile:
     """Append-only JSON lines of photos that could not be indexed, so a resumed build skips them."""
 
@@ -139,20 +207,37 @@ def build_index(
     options: BuildOptions | None = None,
 ) -> BuildSummary:
     """Index ``dataset`` into ``gallery`` (see the module doc). ``make_detector()`` builds one
-    IMAGE-mode FaceDetector per worker thread. Returns the summary; never raises for a bad photo."""
-    from .align import align_faces
-    from .gallery import encode_thumbnail, face_id
+    IMAGE-mode FaceDetector per worker thread. Returns the summary; never raises for a bad photo
+    (skipped and listed), raises for what would fail every photo (FATAL_ERRORS: a model missing or
+    broken) after saving what is embedded."""
+    from .gallery import face_id
 
+    t_start = time.perf_counter()
     opts = options or BuildOptions()
     spec = embedder.spec
-    embedder.prepare()
-    gallery.ensure(dim=embedder.dim, model=spec.name)
     items = list(dataset.items[: opts.limit] if opts.limit else dataset.items)
     summary = BuildSummary(dataset=dataset.name, images=len(items), identities=len({i.identity for i in items}))
-    t_start = time.perf_counter()
+    # the first detector loads (MediaPipe's import and models: ~0.6 s) while the embedder and the
+    # gallery get ready, instead of after them; a detector model that is missing fails here, at once
+    first_detector = make_detector()
 
-    ids = np.array([face_id(dataset.name, it.rel_path, 0) for it in items], dtype=np.int64)
-    existing = gallery.existing_ids(ids.tolist())
+    def load_first() -> None:
+        try:
+            getattr(first_detector, "prepare", lambda: None)()
+        except Exception:  # noqa: BLE001 - its first detect() prepares again and raises it there
+            log.debug("loading the face detector failed", exc_info=True)
+
+    warm = threading.Thread(target=load_first, name="warm-detector", daemon=True)
+    warm.start()
+    try:
+        embedder.prepare()
+        gallery.ensure(dim=embedder.dim, model=spec.name)
+        ids = np.array([face_id(dataset.name, it.rel_path, 0) for it in items], dtype=np.int64)
+        existing = gallery.existing_ids(ids.tolist())
+    except BaseException:
+        warm.join()
+        first_detector.close()
+        raise
     state = _StateFile(state_file_for(gallery.uri, gallery.collection, dataset.name))
     old_skips = {} if opts.retry_skipped else state.load()
     todo = [(it, int(i)) for it, i in zip(items, ids, strict=True)
@@ -166,22 +251,22 @@ def build_index(
 
     local = threading.local()
     detectors: list[Any] = []
+    spare = [first_detector]
+    spare_lock = threading.Lock()
 
     def prepare(entry: tuple[GalleryItem, int]) -> PreparedFace | None:
         item, _ = entry
         det = getattr(local, "detector", None)
         if det is None:
-            det = local.detector = make_detector()
+            with spare_lock:
+                det = spare.pop() if spare else None
+            if det is None:
+                det = make_detector()
+            else:
+                warm.join()
+            local.detector = det
             detectors.append(det)
-        image = read_image(item.path)
-        dets = det.detect(image)
-        if len(dets) == 0:
-            return None
-        row = choose_face(dets, item.bbox)
-        one = dets[[row]]
-        crops = align_faces(image, one, spec)
-        return PreparedFace(item, crops.pixels[0], float(crops.quality[0]), tuple(float(v) for v in one.xyxy[0]),
-                            encode_thumbnail(image, one.xyxy[0], size=THUMB_SIZE))
+        return prepare_face(item, det, spec)
 
     batch: list[tuple[PreparedFace, int]] = []
     rows: list[dict[str, Any]] = []
@@ -218,6 +303,8 @@ def build_index(
         for (item, fid), prepared, err in prefetch_map(prepare, todo, workers=opts.workers, ahead=4 * opts.batch_size):
             bar.update(1)
             summary.processed += 1
+            if isinstance(err, FATAL_ERRORS):
+                raise err
             if err is not None:
                 reason = str(err) if isinstance(err, LookalikeError) else f"{type(err).__name__}: {err}"
                 new_skips[item.rel_path] = summary.skipped[item.rel_path] = reason
@@ -244,7 +331,8 @@ def build_index(
         raise
     finally:
         bar.close()
-        for det in detectors:
+        warm.join()
+        for det in detectors + spare:
             det.close()
     gallery.flush()
     if summary.faces:

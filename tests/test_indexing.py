@@ -150,11 +150,12 @@ def test_index_build_then_match_finds_the_same_person(tmp_path: Path, model_stor
     assert res["faces"], "no face found in the probe photo"
     top_ids = [m["identity"] for m in res["faces"][0]["top"]]
     assert len(top_ids) == 5 and probe.identity in top_ids, (probe.identity, top_ids)
-    # a gallery photo finds itself with similarity ~1
+    # a gallery photo finds itself (~1; its gallery crop may come from the quick short-range pass,
+    # the query's from the full-range model, whose keypoints differ a little)
     own = ds.items[0]
     res = _cli(env, "match", str(own.path), "--model", MODEL, "--json")
     best = res["faces"][0]["top"][0]
-    assert best["image"] == own.rel_path and best["score"] > 0.99
+    assert best["image"] == own.rel_path and best["score"] > 0.9
     assert built["gallery"]["faces"] == built["faces"]
 
 
@@ -167,3 +168,76 @@ def test_model_dimension_mismatch_is_refused(tmp_path: Path, model_store: Path, 
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "512" in proc.stderr and "128" in proc.stderr
+
+
+def _prepared_vs_whole(path: Path, model_store: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object, float]:
+    """prepare_face on ``path`` next to detecting and aligning the whole decoded photo: (the reads it
+    made as (long_side, scale), its PreparedFace, the cosine of the two crops' MobileFaceNet embeddings)."""
+    from lookalike_live import indexing
+    from lookalike_live.align import align_faces
+    from lookalike_live.datasets import GalleryItem
+    from lookalike_live.detect import FaceDetector
+    from lookalike_live.embed import create_embedder
+    from lookalike_live.imageio import read_image
+
+    reads: list[tuple[int, float]] = []
+    real = indexing.read_image_scaled
+
+    def counting(p: Path, long_side: int) -> tuple[np.ndarray, float]:
+        image, scale = real(p, long_side)
+        reads.append((long_side, scale))
+        return image, scale
+
+    monkeypatch.setattr(indexing, "read_image_scaled", counting)
+    emb = create_embedder(MODEL, backend="onnx", store=model_store)
+    with FaceDetector("full", store=model_store) as det:
+        prepared = indexing.prepare_face(GalleryItem(path, path.name, "x", "x"), det, emb.spec)
+        whole = read_image(path)
+        dets = det.detect(whole)
+        ref = align_faces(whole, dets[[indexing.choose_face(dets, None)]], emb.spec)
+    assert prepared is not None and len(dets)
+    np.testing.assert_allclose(prepared.bbox, dets.xyxy[indexing.choose_face(dets, None)], atol=4.0)
+    cos = float(emb.embed_array(prepared.crop[None])[0] @ emb.embed_array(ref.pixels)[0])
+    emb.close()
+    return reads, prepared, cos
+
+
+def test_big_photos_are_read_smaller_with_the_same_face(tmp_path: Path, model_store: Path, celeba_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big JPEG is decoded at 1/2 scale (1448x2000 -> 724x1000): the box comes back in the photo's own
+    pixels and the crop embeds like the crop of the whole photo."""
+    src = cv2.imread(str(celeba_dir / "Img" / "img_celeba" / "010801.jpg"))
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), cv2.resize(src, (1448, 2000), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    reads, prepared, cos = _prepared_vs_whole(path, model_store, monkeypatch)
+    assert reads == [(640, 2.0)]
+    assert prepared.bbox[2] - prepared.bbox[0] > 600  # original pixels, not the half-size decode's
+    assert cos > 0.98
+
+
+def test_a_small_face_in_a_big_photo_is_read_again_larger(tmp_path: Path, model_store: Path, celeba_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A face too small at the reduced scale for the embedder's crop is cropped from a larger read."""
+    src = cv2.imread(str(celeba_dir / "Img" / "img_celeba" / "010801.jpg"))
+    small = cv2.resize(src, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    canvas = cv2.copyMakeBorder(small, 0, 1400 - small.shape[0], 0, 1400 - small.shape[1], cv2.BORDER_CONSTANT)
+    path = tmp_path / "canvas.jpg"
+    cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    reads, prepared, cos = _prepared_vs_whole(path, model_store, monkeypatch)
+    assert len(reads) == 2 and reads[0] == (640, 2.0) and reads[1][1] == 1.0
+    assert cos > 0.98
+
+
+def test_a_broken_detector_model_stops_the_build_at_once(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    """A broken model fails every photo: the build stops with the fix named, it does not skip 1,000 photos."""
+    store = tmp_path / "models"
+    shutil.copytree(model_store, store)
+    for tflite in store.rglob("*.tflite"):
+        tflite.write_bytes(b"not a tflite model" * 100)
+    env = _env(store, tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset", str(celeba_dir),
+                           "--model", MODEL, "--no-progress", "--json"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "models fetch" in proc.stderr and "skipped" not in proc.stderr
+    assert not list((tmp_path / "data").glob("builds/*.skipped.jsonl"))

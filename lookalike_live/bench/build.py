@@ -19,12 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggface2", limit: int | None = None,
-        batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None) -> dict[str, Any]:
+        batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None, quick_detect: bool = True
+        ) -> dict[str, Any]:
+    """One build of ``dataset_dir`` (CelebA layout) into a fresh gallery next to the bare embedder.
+    ``quick_detect``: as `index build --quick-detect` (the default) or `--no-quick-detect`."""
     from ..datasets import open_dataset
-    from ..detect import FaceDetector
     from ..embed import create_embedder
     from ..gallery import Gallery
-    from ..indexing import BuildOptions, build_index
+    from ..indexing import BuildOptions, build_index, gallery_detector
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         scratch = Path(tmp)
@@ -36,8 +38,8 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggf
         dataset = open_dataset(dataset_dir, "celeba")
         uri = milvus_uri or str(scratch / "bench.db")
 
-        def make_detector() -> FaceDetector:
-            return FaceDetector("full", store=mstore, running_mode="image", fallback="short")
+        def make_detector() -> Any:
+            return gallery_detector("full", store=mstore, quick=quick_detect)  # as `index build`
 
         with Gallery(uri, collection="bench_build") as gallery:
             summary = build_index(dataset, make_detector, embedder, gallery,
@@ -69,4 +71,5 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggf
         "insert_seconds": round(summary.insert_seconds, 2),
         "batch_size": batch_size,
         "workers": workers,
+        "quick_detect": quick_detect,
     }

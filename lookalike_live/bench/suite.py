@@ -50,14 +50,15 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
         from ..config import load_settings
         from ..datasets import open_dataset
         from ..evaluation import evaluate_dataset
+        from ..indexing import gallery_detector
         from ..pipeline import FaceAnalyzer
 
         # MobileFaceNet (the real pretrained fixture): FaceNet's real weights cannot be measured here
         settings = load_settings({"model": "mobilefacenet", "flip_tta": False}, path=Path(os.devnull))
         dataset = open_dataset(shared / "testdata" / "celeba", "celeba")
-        with FaceAnalyzer.from_settings(settings, store=store) as analyzer:
+        with FaceAnalyzer.from_settings(settings, store=store) as analyzer, gallery_detector(store=store) as det:
             res = evaluate_dataset(dataset, analyzer, gallery_per_id=7, holdout_ids=20, match_by=settings.match_by,
-                                   study=True, plots=plots_dir, progress=False)
+                                   study=True, plots=plots_dir, progress=False, gallery_detector=det)
         res["skipped"] = len(res["skipped"])
         return res
     if name == "detect":
@@ -71,8 +72,11 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
     if name == "build":
         from . import build
 
-        return {m: build.run(shared / "testdata" / "celeba", store=store, model=m, limit=200 if quick else None)
-                for m in ("facenet-vggface2", "mobilefacenet")}
+        celeba, limit = shared / "testdata" / "celeba", 200 if quick else None
+        out = {m: build.run(celeba, store=store, model=m, limit=limit) for m in ("facenet-vggface2", "mobilefacenet")}
+        # the same build with the full-range detector on every photo (`--no-quick-detect`), side by side
+        out["facenet-vggface2, full-range detection"] = build.run(celeba, store=store, limit=limit, quick_detect=False)
+        return out
     if name == "search":
         from . import search
 
