@@ -35,8 +35,9 @@ def quick_detect_opt(p: argparse.ArgumentParser) -> None:
     """``--quick-detect/--no-quick-detect``: how ``index build`` (and eval's gallery) finds faces."""
     p.add_argument("--quick-detect", action=argparse.BooleanOptionalAction, default=True,
                    help="gallery photos: try the cheaper short-range detector first and keep its face when it "
-                   "spans at least a fifth of the photo; the full-range detector runs on the other photos "
-                   "(default on: same accuracy on CelebA, less than half the detection time on portraits)")
+                   "spans at least a fifth of the photo with a score of at least 0.9; the full-range detector "
+                   "runs on the other photos (default on: the same accuracy on the CelebA sample, less than "
+                   "half the detection time on such portraits)")
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
