@@ -3,7 +3,10 @@
 Design (for throughput on few cores and safety under interruption):
 
 * ``workers`` threads read, decode and detect (one MediaPipe detector per thread; OpenCV and
-  MediaPipe release the GIL) and hand over one aligned crop per photo, in order;
+  MediaPipe release the GIL) and hand over one aligned crop per photo, in order
+  (:func:`prepare_face`): big JPEGs are decoded at a reduced scale, and the short-range detector's
+  face is kept when it is big and sure (:func:`gallery_detector`), because on 2 cores every
+  core-millisecond a photo costs outside the embedder slows the build;
 * the calling thread embeds crops in batches of ``batch_size`` and upserts rows in batches of
   ``insert_batch``; each row's primary key is a stable hash of (dataset, relative path, face
   index), so a re-run never duplicates and a killed run resumes: photos whose id is already in
