@@ -454,7 +454,7 @@ class FaceDetector:
         big_enough = False
         if "first" in self._tasks:
             first = self._parse(self._tasks["first"].detect(mp_image), width, height)
-            sides = np.maximum(first[0][:, 2] - first[0][:, 0], first[0][:, 3] - first[0][:, 1])
+            sides = FaceDetections(*first).side
             sure = first[1] >= self.first_min_score
             big_enough = bool(sure.any()) and float(sides[sure].max()) >= self.first_min_size * max(width, height)
         if first is not None and big_enough:
