@@ -12,7 +12,9 @@ Two alignment methods, chosen by the embedder's spec (``spec.alignment.method``)
   places them on the eye line's direction either side of the mouth centre.
 * ``"box"``: a square crop centred on the face box, its side the box's longer side enlarged by
   ``spec.alignment.margin`` (0.2: 10 % on each side), resized to ``spec.input.size``
-  (FaceNet/MTCNN style).
+  (FaceNet/MTCNN style); ``alignment.square = false`` keeps the box's aspect (stretched to the
+  square input), ``alignment.center = "keypoints"`` centres the crop on the eyes, nose and mouth,
+  ``alignment.upright = true`` turns it by the eye line's angle (roll undone).
 
 Crops come out in the channel order of ``spec.input.color`` (RGB for both built-in embedders)
 and :class:`~lookalike_live.types.FaceCrops` says which.
@@ -39,6 +41,8 @@ __all__ = [
     "similarity_transform",
     "similarity_transforms",
     "box_transforms",
+    "keypoint_centers",
+    "roll_angles",
     "align_faces",
     "face_quality",
     "largest_face",
@@ -144,23 +148,48 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return similarity_transforms(src[None], dst)[0]
 
 
-def box_transforms(xyxy: np.ndarray, size: int, margin: float) -> np.ndarray:
-    """Scale+translation (N,2,3) float64 mapping a square around each box onto a ``size`` crop.
+def box_transforms(xyxy: np.ndarray, size: int, margin: float, *, square: bool = True,
+                   centers: np.ndarray | None = None, angles: np.ndarray | None = None) -> np.ndarray:
+    """Similarity (N,2,3) float64 mapping a region around each box onto a ``size`` crop.
 
-    The square is centred on the box, its side the box's longer side times ``1 + margin``.
+    ``square``: the region is a square, its side the box's longer side times ``1 + margin``; else
+    the box's width and height, each times ``1 + margin`` (the face's aspect is stretched to the
+    square crop). The region is centred on the box, or on ``centers`` (N,2) when given, and turned
+    by ``angles`` (N,) radians when given (the face's roll, so that the crop comes out upright).
     """
     xyxy = np.asarray(xyxy, dtype=np.float64)
-    side = np.maximum(np.maximum(xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]), 1.0) * (1.0 + margin)
-    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
-    cy = (xyxy[:, 1] + xyxy[:, 3]) / 2
-    s = size / side
+    w = np.maximum(xyxy[:, 2] - xyxy[:, 0], 1.0)
+    h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1.0)
+    if square:
+        w = h = np.maximum(w, h)
+    if centers is None:
+        c = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
+    else:
+        c = np.asarray(centers, np.float64)
+    sx, sy = size / (w * (1.0 + margin)), size / (h * (1.0 + margin))
     m = np.zeros((len(xyxy), 2, 3), np.float64)
-    m[:, 0, 0] = m[:, 1, 1] = s
+    if angles is None:
+        m[:, 0, 0], m[:, 1, 1] = sx, sy
+    else:
+        cos, sin = np.cos(angles), np.sin(angles)  # rotate by -angle: the roll undone
+        m[:, 0, 0], m[:, 0, 1] = sx * cos, sx * sin
+        m[:, 1, 0], m[:, 1, 1] = -sy * sin, sy * cos
     # box edges are continuous coordinates (pixel i spans [i, i+1)); warpAffine maps pixel
     # centres: crop centre size/2 (edges) <- box centre, shifted by half a pixel on both sides
-    m[:, 0, 2] = size / 2 - 0.5 + s * (0.5 - cx)
-    m[:, 1, 2] = size / 2 - 0.5 + s * (0.5 - cy)
+    m[:, :, 2] = size / 2 - 0.5 - np.einsum("nij,nj->ni", m[:, :, :2], c - 0.5)
     return m
+
+
+def roll_angles(keypoints: np.ndarray) -> np.ndarray:
+    """(N,) roll of each face in radians: the angle of its eye line (BlazeFace keypoints 0 -> 1)."""
+    k = np.asarray(keypoints, np.float64)
+    d = k[:, 1] - k[:, 0]
+    return np.arctan2(d[:, 1], d[:, 0])
+
+
+def keypoint_centers(keypoints: np.ndarray) -> np.ndarray:
+    """(N,2) mean of each face's eyes, nose tip and mouth centre (BlazeFace keypoints 0-3)."""
+    return np.asarray(keypoints, np.float64)[:, :4].mean(axis=1)
 
 
 def _check_image(image_bgr: Any, where: str) -> np.ndarray:
@@ -268,7 +297,16 @@ def align_faces(
             color=color,
         )
 
-    box_m = box_transforms(detections.xyxy, size, float(spec.alignment.margin))
+    al = spec.alignment
+    centers = None
+    if getattr(al, "center", "box") == "keypoints" and detections.keypoints.shape[1] >= 4:
+        centers = keypoint_centers(detections.keypoints)
+    elif getattr(al, "center", "box") not in ("box", "keypoints"):
+        raise ConfigError(f"model {spec.name!r}: alignment.center must be 'box' or 'keypoints', got {al.center!r}")
+    angles = roll_angles(detections.keypoints) if getattr(al, "upright", False) \
+        and detections.keypoints.shape[1] >= 2 else None
+    box_m = box_transforms(detections.xyxy, size, float(al.margin), square=bool(getattr(al, "square", True)),
+                           centers=centers, angles=angles)
     if method == "arcface5":
         if detections.keypoints.shape[1] < 4:
             raise ShapeError(
@@ -276,7 +314,11 @@ def align_faces(
                 f"{tuple(detections.keypoints.shape)}"
             )
         src = five_points(detections.keypoints, mouth_offset)
-        mats = similarity_transforms(src, arcface_template(size))
+        template = arcface_template(size)
+        scale = float(getattr(al, "template_scale", 1.0))
+        if scale != 1.0:  # about the crop's centre: below 1 the face shrinks and more of the head shows
+            template = (template - size / 2) * np.float32(scale) + np.float32(size / 2)
+        mats = similarity_transforms(src, template)
         eye_dist = np.linalg.norm(detections.keypoints[:, 1] - detections.keypoints[:, 0], axis=1)
         bad = eye_dist < 1.0
         if bad.any():

@@ -233,19 +233,40 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- eval
-def cmd_eval(args: argparse.Namespace) -> int:
+def _eval_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(settings, dataset, distractors or None, the gallery detector ``index build`` uses) of an
+    ``eval identify`` / ``eval crops`` command line."""
     from .datasets import open_dataset
-    from .evaluation import evaluate_dataset
     from .indexing import gallery_detector
-    from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
     dataset = open_dataset(args.dataset, args.format, names_csv=None)
     distractors = open_dataset(args.distractors, args.distractors_format) if args.distractors else None
-    # the eval embeds each face and its mirror image itself: flip TTA is a scoring choice here
     # gallery photos are prepared as `index build` prepares them, queries as the live app sees faces
     build_detector = gallery_detector(settings.detector, min_score=settings.min_face_score,
                                       small_faces=settings.small_faces, quick=args.quick_detect)
+    return settings, dataset, distractors, build_detector
+
+
+def _eval_set_opts(p: argparse.ArgumentParser, gallery_per_id: int) -> None:
+    dataset_opts(p)
+    p.add_argument("--gallery-per-id", type=int, default=gallery_per_id,
+                   help=f"gallery photos per identity (default {gallery_per_id})")
+    p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--distractors", type=Path, metavar="DIR",
+                   help="photos of people absent from the gallery (open set): adds TPIR at FPIR 1%% and 10%%")
+    p.add_argument("--distractors-format", choices=("celeba", "folders", "vggface2"), default="folders",
+                   help="layout of --distractors (default folders: one folder per person)")
+    p.add_argument("--holdout-ids", type=int, default=0, metavar="N",
+                   help="use the last N identities of --dataset as distractors instead of gallery identities")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_dataset
+    from .pipeline import FaceAnalyzer
+
+    settings, dataset, distractors, build_detector = _eval_inputs(args)
+    # the eval embeds each face and its mirror image itself: flip TTA is a scoring choice here
     with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer, build_detector:
         try:
             res = evaluate_dataset(dataset, analyzer, gallery_per_id=args.gallery_per_id, limit=args.limit,
@@ -292,6 +313,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_crops(args: argparse.Namespace) -> int:
+    from .crop_study import crop_study
+    from .pipeline import FaceAnalyzer
+
+    settings, dataset, distractors, build_detector = _eval_inputs(args)
+    with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer, build_detector:
+        try:
+            res = crop_study(dataset, analyzer, build_detector, gallery_per_id=args.gallery_per_id,
+                             holdout_ids=args.holdout_ids, distractors=distractors, limit=args.limit,
+                             match_by=settings.match_by, progress=not args.no_progress)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def human(r: dict[str, Any]) -> str:
+        lines = [f"{r['model']} on {r['dataset']}: {r['gallery']} gallery photos, {r['queries']} queries, "
+                 f"{r['nonmated']} non-mated probes; matching by {r['match_by']}; {len(r['skipped'])} photos skipped",
+                 f"{'crop':<30} {'flip':<5} {'top-1':>6} {'top-5':>6} {'TPIR@1%':>8} {'TPIR@10%':>9}"]
+        for v in r["variants"]:
+            mark = " <- best" if v["name"] == r["best"] and not v["flip"] else (
+                " <- the spec's" if v["name"] == r["current"] and not v["flip"] else "")
+            lines.append(f"{v['name']:<30} {'yes' if v['flip'] else 'no':<5} {v['top1']:>6.3f} {v['top5']:>6.3f} "
+                         f"{v.get('tpir_at_fpir_0.01', float('nan')):>8.3f} {v.get('tpir_at_fpir_0.1', float('nan')):>9.3f}"
+                         + mark)
+        return "\n".join(lines)
+
+    _emit(args, res, human)
+    return 0
+
+
 def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, json_opt: Opt) -> None:
     e = sub.add_parser("eval", help="recognition accuracy of a model on a labelled face dataset",
                        description="Measure how right a model is on labelled photos.")
@@ -305,16 +355,8 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
         "prepared as `index build` prepares them, queries as the live app sees faces. JSON keys: top1, "
         "top5, tpir_at_fpir_0.01, tpir_at_fpir_0.1, threshold, queries, gallery, undetected, and more.",
     )
-    dataset_opts(p)
-    p.add_argument("--gallery-per-id", type=int, default=7, help="gallery photos per identity (default 7)")
-    p.add_argument("--limit", type=int, help="only the first N photos")
+    _eval_set_opts(p, gallery_per_id=7)
     p.add_argument("--far", type=float, default=0.01, help="false-accept rate for the threshold (default 0.01)")
-    p.add_argument("--distractors", type=Path, metavar="DIR",
-                   help="photos of people absent from the gallery (open set): adds TPIR at FPIR 1%% and 10%%")
-    p.add_argument("--distractors-format", choices=("celeba", "folders", "vggface2"), default="folders",
-                   help="layout of --distractors (default folders: one folder per person)")
-    p.add_argument("--holdout-ids", type=int, default=0, metavar="N",
-                   help="use the last N identities of --dataset as distractors instead of gallery identities")
     p.add_argument("--quality-weighted", action="store_true",
                    help="with --match-by identity: weight each gallery photo by its face quality in the centroid")
     p.add_argument("--study", action="store_true",
@@ -330,6 +372,22 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
     detector_opts(p)
     json_opt(p)
     p.set_defaults(func=cmd_eval)
+
+    p = esub.add_parser(
+        "crops", help="which face crop suits the model best: box margins, aspect, centring, 5-point template",
+        description="Detect each face once, cut every crop variant from it (the detector's box with margins "
+        "0.1-0.5, the box's own aspect, a square centred on the eyes, nose and mouth, a 5-point similarity "
+        "alignment at three scales), embed them all and score each as `eval identify` does (top-1, top-5, "
+        "TPIR at FPIR 1%% and 10%%, with and without flip TTA). The best crop is what a model spec's "
+        "[alignment] should say. JSON keys: variants, best, current.",
+    )
+    _eval_set_opts(p, gallery_per_id=8)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    quick_detect_opt(p)
+    model_opts(p)
+    detector_opts(p)
+    json_opt(p)
+    p.set_defaults(func=cmd_eval_crops)
 
     p = esub.add_parser(
         "verify", help="face verification on LFW-format pairs: 10-fold accuracy, ROC AUC, TAR at FAR",

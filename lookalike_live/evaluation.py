@@ -248,6 +248,32 @@ VARIANTS = (
 )
 
 
+def check_distractors(dataset, distractors) -> None:  # type: ignore[no-untyped-def]
+    """ValueError when a distractor photo is also a photo of ``dataset``."""
+    from pathlib import Path
+
+    if distractors is None:
+        return
+    gallery_files = {Path(i.path).resolve() for i in dataset.items}
+    overlap = sorted(p for p in (Path(i.path).resolve() for i in distractors.items) if p in gallery_files)
+    if overlap:
+        raise ValueError(f"{len(overlap)} distractor photos are also in the dataset (e.g. {overlap[0]}); "
+                         "distractors must be people absent from the gallery (or use --holdout-ids)")
+
+
+def split_dataset(dataset, gallery_per_id: int, holdout_ids: int = 0, limit: int | None = None  # type: ignore[no-untyped-def]
+                  ) -> tuple[set[str], set[str]]:
+    """(relative paths of the gallery photos, identities held out as non-mated probes): per
+    identity the first ``gallery_per_id`` photos by file name, the last ``holdout_ids`` identities
+    of the dataset held out; made over the photos before any detection."""
+    items = list(dataset.items[:limit] if limit else dataset.items)
+    item_ids = np.asarray([it.identity for it in items], dtype=str)
+    held_ids = set(item_ids[_holdout(item_ids, holdout_ids)].tolist()) if holdout_ids else set()
+    in_gallery, _ = split_gallery_queries([it.rel_path for it in items], item_ids, gallery_per_id)
+    gallery = {it.rel_path for it, gi in zip(items, in_gallery, strict=True) if gi and it.identity not in held_ids}
+    return gallery, held_ids
+
+
 def _holdout(ids: np.ndarray, n: int) -> np.ndarray:
     """Mask of the rows of the last ``n`` identities (numeric ids in numeric order, then names)."""
     uniq = sorted(set(ids.tolist()), key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))
@@ -277,17 +303,8 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     are counted, never fatal."""
     from pathlib import Path
 
-    if distractors is not None:
-        gallery_files = {Path(i.path).resolve() for i in dataset.items}
-        overlap = sorted(p for p in (Path(i.path).resolve() for i in distractors.items) if p in gallery_files)
-        if overlap:
-            raise ValueError(f"{len(overlap)} distractor photos are also in the dataset (e.g. {overlap[0]}); "
-                             "distractors must be people absent from the gallery (or use --holdout-ids)")
-    items = list(dataset.items[:limit] if limit else dataset.items)
-    item_ids = np.asarray([it.identity for it in items], dtype=str)
-    held_ids = set(item_ids[_holdout(item_ids, holdout_ids)].tolist()) if holdout_ids else set()
-    in_gallery, _ = split_gallery_queries([it.rel_path for it in items], item_ids, gallery_per_id)
-    gallery_paths = {it.rel_path for it, gi in zip(items, in_gallery, strict=True) if gi and it.identity not in held_ids}
+    check_distractors(dataset, distractors)
+    gallery_paths, held_ids = split_dataset(dataset, gallery_per_id, holdout_ids, limit)
     emb = embed_dataset(dataset, analyzer, limit=limit, progress=progress,
                         gallery=gallery_paths if gallery_detector is not None else frozenset(),
                         gallery_detector=gallery_detector)

@@ -144,13 +144,12 @@ def gallery_detector(model: str = "full", *, store: Path | None = None, min_scor
                         first_min_score=QUICK_MIN_SCORE)
 
 
-def prepare_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE) -> PreparedFace | None:
-    """Read one gallery photo (see WORK_SIDE), pick its face (:func:`choose_face`) and align it for
-    the embedder ``spec``; None when the photo has no face. ``bbox`` comes back in the photo's own
-    pixels. Raises LookalikeError (e.g. ImageReadError) for an unreadable photo."""
-    from .align import align_faces
-    from .gallery import encode_thumbnail
-
+def locate_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE
+                ) -> tuple[np.ndarray, float, FaceDetections] | None:
+    """Read one gallery photo (see WORK_SIDE) and pick its face (:func:`choose_face`): (image,
+    scale, the one face in that image's pixels), the photo re-read larger when the face has too few
+    pixels for the embedder ``spec``'s crop; None when the photo has no face. Raises
+    LookalikeError (e.g. ImageReadError) for an unreadable photo."""
     image, scale = read_image_scaled(item.path, work_side)
     dets = detector.detect(image)
     if len(dets) == 0:
@@ -163,6 +162,19 @@ def prepare_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = W
         bigger, bigger_scale = read_image_scaled(item.path, math.ceil(max(image.shape[:2]) * need / max(side, 1.0)))
         one = one.scaled(scale / bigger_scale)
         image, scale = bigger, bigger_scale
+    return image, scale, one
+
+
+def prepare_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE) -> PreparedFace | None:
+    """:func:`locate_face`, then the face aligned for the embedder ``spec``; None when the photo has
+    no face. ``bbox`` comes back in the photo's own pixels."""
+    from .align import align_faces
+    from .gallery import encode_thumbnail
+
+    found = locate_face(item, detector, spec, work_side)
+    if found is None:
+        return None
+    image, scale, one = found
     crops = align_faces(image, one, spec)
     return PreparedFace(item, crops.pixels[0], float(crops.quality[0]),
                         tuple(float(v) * scale for v in one.xyxy[0]),  # type: ignore[arg-type]

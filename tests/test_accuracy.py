@@ -272,3 +272,45 @@ def test_eval_verify_cli_on_lfw_style_pairs(tmp_path: Path, model_store: Path, c
          "--model", "mobilefacenet"], capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 2 and "bad.txt:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_real_facenet_casia_identifies_held_out_people(tmp_path: Path, casia_store: Path, celeba_dir: Path) -> None:
+    """Real FaceNet (CASIA-WebFace, from the package registry), 8 gallery photos per identity, the last 50
+    people of the sample as distractors absent from the gallery. Measured: top-1 0.95, TPIR at FPIR 1 % 0.88
+    (issue 12 asks 0.97 / 0.90, not met: see README "FaceNet crops"); this guards against regressions."""
+    gallery, strangers = _split_celeba(celeba_dir, tmp_path, distractor_ids=50)
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(casia_store)}
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(gallery),
+                           "--gallery-per-id", "8", "--distractors", str(strangers), "--json", "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["model"] == "facenet-casia-webface"  # the default embedder: the best installed FaceNet
+    assert res["identities"] == 50 and res["queries"] >= 98 and res["nonmated"] >= 495
+    print({k: res[k] for k in ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "threshold")})
+    assert res["top1"] >= 0.94
+    assert res["tpir_at_fpir_0.01"] >= 0.86 and res["tpir_at_fpir_0.1"] >= 0.90
+
+
+@pytest.mark.slow
+def test_eval_crops_scores_every_crop_on_the_same_faces(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    subset, _ = _split_celeba(celeba_dir, tmp_path, distractor_ids=70)  # the first 30 identities
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "eval", "crops", "--dataset", str(subset),
+                           "--model", "mobilefacenet", "--gallery-per-id", "7", "--holdout-ids", "10",
+                           "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    from lookalike_live.crop_study import CROP_VARIANTS, ENSEMBLES
+
+    names = [n for n, _ in CROP_VARIANTS] + [n for n, _ in ENSEMBLES]
+    assert [v["name"] for v in res["variants"]] == [n for n in names for _ in (0, 1)]
+    assert [v["flip"] for v in res["variants"][:2]] == [False, True]
+    assert res["current"] == "5-point template x1.0"  # mobilefacenet's own spec: arcface5 at scale 1
+    assert res["best"] in names and res["queries"] == 60 and res["nonmated"] >= 95
+    rows = {(v["name"], v["flip"]): v for v in res["variants"]}
+    # crops differ, so their scores do: a 5-point-aligned model is hurt by box crops far off its template
+    assert rows[("5-point template x1.0", False)]["top1"] > rows[("box, margin 0.5", False)]["top1"]
+    for v in res["variants"]:
+        assert 0 <= v["tpir_at_fpir_0.01"] <= v["tpir_at_fpir_0.1"] <= v["top1"] <= v["top5"] <= 1
