@@ -8,8 +8,10 @@ with the same keys as :class:`Settings` at top level, e.g.::
     milvus_uri = "http://milvus.example:19530"
     threshold = 0.45
 
-Without a threshold from any of these, a model's calibrated threshold is used when
-``lookalike-live eval identify --save-threshold`` has measured one (``<data dir>/calibration.json``).
+Without a model from any of these, the best installed FaceNet is used (``facenet-vggface2``, else
+``facenet-casia-webface``). Without a threshold, a model's calibrated threshold: the one
+``lookalike-live eval identify --save-threshold`` measured (``<data dir>/calibration.json``), else
+the one its spec ships (``[calibration]``, measured on the CelebA sample), else 0.35.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ ENV_PREFIX = "LOOKALIKE_"
 
 @dataclass(frozen=True)
 class Settings:
-    model: str = "facenet-vggface2"  # embedder name or spec .toml
+    # embedder name or spec .toml; load_settings() fills in the best installed FaceNet
+    # (models.default_embedder()) when nothing chooses one
+    model: str = "facenet-casia-webface"
     backend: str = "auto"  # auto | onnx | tensorrt
     detector: str = "full"  # short | full
     small_faces: str = "off"  # off | tile: recover small faces in large frames (tiles)
@@ -178,10 +182,43 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
     for key, raw in (overrides or {}).items():
         if raw is not None and key in known:
             values[key] = _coerce(key, raw, known[key], f"--{key.replace('_', '-')}")
-    if "threshold" not in values:  # nobody chose one: the model's calibrated threshold, if measured
-        model = values.get("model", Settings.model)
-        cal = calibrated_threshold(model, values.get("match_by", Settings.match_by))
+    if "model" not in values:  # nobody chose one: the best installed FaceNet
+        from .models import default_embedder
+
+        values["model"] = default_embedder()
+        _log_once(f"embedder: {values['model']} (the best installed FaceNet; --model or LOOKALIKE_MODEL to choose)")
+    if "threshold" not in values:  # nobody chose one: the model's calibrated threshold
+        model = values["model"]
+        match_by = values.get("match_by", Settings.match_by)
+        cal = calibrated_threshold(model, match_by)
         if cal is not None:
             values["threshold"] = cal
             log.debug("threshold %.3f for %s from %s", cal, model, calibration_path())
+        else:
+            shipped = shipped_threshold(model, match_by)
+            if shipped is not None:
+                values["threshold"] = shipped
+                log.debug("threshold %.3f for %s from its model spec", shipped, model)
     return Settings(**values)
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.info("%s", message)
+
+
+def shipped_threshold(model: str, match_by: str = "identity") -> float | None:
+    """The threshold a model's spec ships for ``match_by`` (measured on the CelebA sample at FAR
+    1 %), or None (no such model, none shipped)."""
+    from .errors import LookalikeError
+    from .models import get_spec
+
+    try:
+        value = getattr(get_spec(model).calibration, match_by, None)
+    except LookalikeError:
+        return None
+    return None if value is None else float(value)

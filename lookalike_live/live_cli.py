@@ -231,7 +231,7 @@ def _live_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recognition")
     g.add_argument("--threshold", type=float,
                    help="cosine similarity below which a face has no close lookalike (default: the model's "
-                   "calibrated threshold from `eval identify --save-threshold`, else 0.35)")
+                   "calibrated threshold: from `eval identify --save-threshold`, else the one its spec ships, else 0.35)")
     g.add_argument("--top-k", type=int, default=0, help="identities kept per track (default 0: the best only)")
     g.add_argument("--no-thumbnails", action="store_true", help="do not fetch matched photos' thumbnails")
 

@@ -10,10 +10,28 @@ from lookalike_live.config import Settings, load_settings
 from lookalike_live.errors import ConfigError
 
 
-def test_defaults(tmp_path: Path) -> None:
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike_live.models import get_spec
+
+    monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(tmp_path / "models"))
     s = load_settings(path=tmp_path / "absent.toml")
-    assert s == Settings()
-    assert s.model == "facenet-vggface2" and s.milvus_uri is None and s.collection == "faces"
+    # no FaceNet installed: the one the package registry carries, with the threshold its spec ships
+    shipped = get_spec("facenet-casia-webface").calibration.identity
+    assert shipped is not None and 0.2 < shipped < 0.8
+    assert s == Settings(threshold=shipped)
+    assert s.model == "facenet-casia-webface" and s.milvus_uri is None and s.collection == "faces"
+    assert load_settings({"match_by": "face"}, path=tmp_path / "absent.toml").threshold == \
+        get_spec("facenet-casia-webface").calibration.face
+    # the best installed FaceNet wins; a model that ships no calibration keeps the plain default
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "facenet-vggface2.onnx").write_bytes(b"x")
+    s = load_settings(path=tmp_path / "absent.toml")
+    assert (s.model, s.threshold) == ("facenet-vggface2", Settings.threshold)
+    # a threshold measured by `eval identify --save-threshold` beats the shipped one
+    from lookalike_live.config import save_calibrated_threshold
+
+    save_calibrated_threshold("facenet-casia-webface", 0.61, match_by="identity")
+    assert load_settings({"model": "facenet-casia-webface"}, path=tmp_path / "absent.toml").threshold == 0.61
 
 
 def test_precedence_flags_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,10 +89,10 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
     absent = tmp_path / "absent.toml"
     assert calibrated_threshold("mobilefacenet") is None
     save_calibrated_threshold("mobilefacenet", 0.27, far=0.01, match_by="identity")
-    save_calibrated_threshold("facenet-vggface2", 0.41, match_by="identity")
+    save_calibrated_threshold("facenet-casia-webface", 0.41, match_by="identity")
     assert calibration_path().is_file()
     assert calibrated_threshold("mobilefacenet") == 0.27  # the other model's entry did not replace it
-    assert load_settings(path=absent).threshold == 0.41  # the default model
+    assert load_settings(path=absent).threshold == 0.41  # the default model (no FaceNet installed here)
     assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == 0.27
     assert load_settings({"model": "other"}, path=absent).threshold == Settings().threshold
     cfg = tmp_path / "config.toml"
@@ -86,7 +104,10 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
     # a threshold measured on nearest-photo scores is not used for centroid matching, and back
     monkeypatch.delenv("LOOKALIKE_THRESHOLD")
     save_calibrated_threshold("mobilefacenet", 0.33, match_by="face")
-    assert load_settings({"model": "mobilefacenet"}, path=absent).threshold == Settings().threshold
+    from lookalike_live.models import get_spec
+
+    shipped = get_spec("mobilefacenet").calibration.identity  # what its spec ships
+    assert shipped is not None and load_settings({"model": "mobilefacenet"}, path=absent).threshold == shipped
     assert load_settings({"model": "mobilefacenet", "match_by": "face"}, path=absent).threshold == 0.33
     calibration_path().write_text("not json")
     assert calibrated_threshold("mobilefacenet") is None  # a broken file is ignored, not fatal
