@@ -348,6 +348,6 @@ def test_bench_runs_and_is_json_serialisable(model_store: Path, hamilton_clip: P
     for entry in report["detection"].values():
         assert entry["ms_mean"] > 0 and entry["faces_per_frame"] >= 0
     assert report["detection"]["full+tile"]["tiles_xyxy"] == [[0, 0, 360, 360], [280, 0, 640, 360]]
-    for name in ("mobilefacenet", "facenet-vggface2"):
+    for name in ("mobilefacenet", "facenet-casia-webface"):
         assert report["alignment"][name]["faces_per_frame"] == 5
         assert report["alignment"][name]["align_ms_per_face"] > 0

@@ -18,7 +18,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-vggface2", limit: int | None = None,
+def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-casia-webface", limit: int | None = None,
         batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None, quick_detect: bool = True
         ) -> dict[str, Any]:
     """One build of ``dataset_dir`` (CelebA layout) into a fresh gallery next to the bare embedder.

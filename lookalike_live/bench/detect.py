@@ -12,7 +12,7 @@ mode as the live pipeline runs it:
   finds nothing new (MediaPipe resizes every input to the model's 192x192).
 
 Then alignment: ms per face and per 5-face frame for both built-in embedder specs
-(``mobilefacenet``: arcface5 at 112; ``facenet-vggface2``: box at 160), with and without the
+(``mobilefacenet``: arcface5 at 112; ``facenet-casia-webface``: box at 160), with and without the
 quality score. Everything returned is JSON-serialisable.
 """
 
@@ -181,7 +181,7 @@ def run(store: Path, clip: Path, frames: int | None = None, *, align_repeats: in
     frame5, dets5, found = _five_face_frame(clip_frames, store)
     alignment: dict[str, Any] = {
         name: _bench_align(frame5, dets5, name, align_repeats)
-        for name in ("mobilefacenet", "facenet-vggface2")
+        for name in ("mobilefacenet", "facenet-casia-webface")
     }
     alignment["faces_found_in_that_frame"] = found
 

@@ -42,13 +42,13 @@ import numpy as np
 from ..embed.base import physical_cores, preprocess
 from ..embed.onnx import OnnxEmbedder, session_options
 from ..errors import LookalikeError, ModelNotInstalledError
-from ..models import ModelSpec, get_spec, models_dir, require
+from ..models import ModelSpec, get_spec, is_facenet, models_dir, require
 
 log = logging.getLogger(__name__)
 
 __all__ = ["run", "main"]
 
-DEFAULT_MODELS = ("facenet-vggface2", "mobilefacenet")
+DEFAULT_MODELS = ("facenet-casia-webface", "mobilefacenet")
 
 
 def _paired(first: Callable[[], object], second: Callable[[], object], seconds: float,
@@ -88,7 +88,7 @@ def _resolve(model: str, store: Path | None, scratch: Path) -> tuple[ModelSpec, 
         return spec, path, "installed"
     except ModelNotInstalledError:
         spec = get_spec(model, store)
-        if spec.source.convert != "facenet":
+        if not is_facenet(spec):
             raise
     from ..facenet import export_random_onnx  # needs torch (the export extra)
 

@@ -33,7 +33,7 @@ __all__ = ["run", "main"]
 def model_store(model: str, scratch: Path, store: Path | None, shared_models: Path | None) -> tuple[Path, str]:
     """A model store holding the detectors and ``model`` (FaceNet: random weights if not installed)."""
     from .. import models
-    from ..models import get_spec
+    from ..models import get_spec, is_facenet
 
     out = scratch / "models"
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ def model_store(model: str, scratch: Path, store: Path | None, shared_models: Pa
             models.install_file(spec.path(src), spec.path(out), None)
         elif shared_models is not None and (shared_models / spec.file).is_file():
             models.fetch(name, store=out, from_dir=shared_models)
-        elif spec.source.convert == "facenet":
+        elif is_facenet(spec):
             from ..facenet import export_random_onnx
 
             export_random_onnx(spec.path(out), seed=0, size=spec.input.size)
@@ -55,7 +55,7 @@ def model_store(model: str, scratch: Path, store: Path | None, shared_models: Pa
     return out, weights
 
 
-def run(clip: str | Path, *, model: str = "facenet-vggface2", store: Path | None = None,
+def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path | None = None,
         shared_models: Path | None = None, gallery_faces: int = 2000, max_frames: int | None = None,
         modes: Sequence[str] = ("tracking", "no-tracking")) -> dict[str, Any]:
     """Process ``clip`` once per mode; returns fps, embeddings per frame, faces, tracks, decision
@@ -110,7 +110,7 @@ def run(clip: str | Path, *, model: str = "facenet-vggface2", store: Path | None
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip", type=Path, default=Path("../shared/testdata/video/short_hamilton_clip.mp4"))
-    p.add_argument("--model", default="facenet-vggface2")
+    p.add_argument("--model", default="facenet-casia-webface")
     p.add_argument("--shared-models", type=Path, default=Path("../shared/models"))
     p.add_argument("--gallery-faces", type=int, default=2000)
     p.add_argument("--max-frames", type=int)

@@ -38,23 +38,34 @@ def _ok(sections: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     return sec if isinstance(sec, dict) and "error" not in sec else None
 
 
-def _accuracy_rows(acc: dict[str, Any]) -> list[str]:
+def accuracy_by_model(acc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The accuracy section's results per model (a single-model section, as older runs wrote it, too)."""
+    if "by_model" in acc:
+        return {m: r for m, r in acc["by_model"].items() if isinstance(r, dict)}
+    return {acc.get("model", "?"): acc}
+
+
+def _accuracy_rows(section: dict[str, Any]) -> list[str]:
     rows = []
-    variants = {v["name"]: v for v in acc.get("variants", [])}
-    base = variants.get("baseline")
-    m = acc["matching"]
-    what = ("identity centroid" if m["match_by"] == "identity" else "nearest photo") + (" + flip" if m["flip"] else "")
-    ref = f"nearest photo: {_f(base['top1'])}" if base else "n/a"
-    rows.append(f"| Identification top-1 ({acc['model']}, {acc['queries']} queries, {acc['identities']} identities) "
-                f"| {_f(acc['top1'])} ({what}) | {ref} | " + (
-                f"{acc['top1'] - base['top1']:+.3f}" if base else "n/a") + " |")
-    if "tpir_at_fpir_0.01" in acc:
-        ref = f"nearest photo: {_f(base['tpir_at_fpir_0.01'])}" if base and "tpir_at_fpir_0.01" in base else "n/a"
-        rows.append(f"| Open-set TPIR at FPIR 1 % ({acc.get('nonmated', 0)} probes of absent people) "
-                    f"| {_f(acc['tpir_at_fpir_0.01'])} | {ref} | "
-                    + (f"{acc['tpir_at_fpir_0.01'] - base['tpir_at_fpir_0.01']:+.3f}" if base else "n/a") + " |")
-    rows.append(f"| Calibrated threshold (FAR {acc['far']}) | {_f(acc['threshold'])} (TAR {_f(acc['tar_at_far'])}) "
-                f"| | |")
+    for model, acc in accuracy_by_model(section).items():
+        if "top1" not in acc:
+            rows.append(f"| Identification, {model} | skipped: {str(acc.get('skipped', 'no figures'))[:90]} | | |")
+            continue
+        variants = {v["name"]: v for v in acc.get("variants", [])}
+        base = variants.get("baseline")
+        m = acc["matching"]
+        what = ("identity centroid" if m["match_by"] == "identity" else "nearest photo") + (" + flip" if m["flip"] else "")
+        ref = f"nearest photo: {_f(base['top1'])}" if base else "n/a"
+        rows.append(f"| Identification top-1 ({model}, {acc['queries']} queries, {acc['identities']} identities) "
+                    f"| {_f(acc['top1'])} ({what}) | {ref} | " + (
+                    f"{acc['top1'] - base['top1']:+.3f}" if base else "n/a") + " |")
+        if "tpir_at_fpir_0.01" in acc:
+            ref = f"nearest photo: {_f(base['tpir_at_fpir_0.01'])}" if base and "tpir_at_fpir_0.01" in base else "n/a"
+            rows.append(f"| Open-set TPIR at FPIR 1 %, {model} ({acc.get('nonmated', 0)} probes of absent people) "
+                        f"| {_f(acc['tpir_at_fpir_0.01'])} | {ref} | "
+                        + (f"{acc['tpir_at_fpir_0.01'] - base['tpir_at_fpir_0.01']:+.3f}" if base else "n/a") + " |")
+        rows.append(f"| Calibrated threshold, {model} (FAR {acc['far']}) | {_f(acc['threshold'])} "
+                    f"(TAR {_f(acc['tar_at_far'])}) | | |")
     return rows
 
 
@@ -159,12 +170,14 @@ def render(result: Mapping[str, Any], plots_dir: str | Path | None = None, readm
             continue
         lines.extend(fn(sec))
     acc = _ok(sections, "accuracy")
-    if acc and acc.get("variants"):
-        lines += ["", "Improvements, each scored on the same embeddings (kept in the app: identity matching; "
-                  "flip TTA is an option, off by default):", "",
+    for model, res in (accuracy_by_model(acc) if acc else {}).items():
+        if not res.get("variants"):
+            continue
+        lines += ["", f"Improvements for {model}, each scored on the same embeddings (kept in the app: identity "
+                  "matching; flip TTA is an option, off by default):", "",
                   "| Variant | flip TTA | match by | quality-weighted | top-1 | top-5 | TPIR@FPIR 1 % | TPIR@FPIR 10 % |",
                   "|---|---|---|---|---|---|---|---|"]
-        for v in acc["variants"]:
+        for v in res["variants"]:
             lines.append(f"| {v['name']} | {'yes' if v['flip'] else 'no'} | {v['match_by']} | "
                          f"{'yes' if v['quality_weighted'] else 'no'} | {_f(v['top1'])} | {_f(v['top5'])} | "
                          f"{_f(v.get('tpir_at_fpir_0.01'))} | {_f(v.get('tpir_at_fpir_0.1'))} |")
