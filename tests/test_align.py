@@ -18,9 +18,12 @@ from lookalike_live.align import (
     MOUTH_CORNER_OFFSET,
     align_faces,
     arcface_template,
+    box_transforms,
     face_quality,
     five_points,
+    keypoint_centers,
     largest_face,
+    roll_angles,
     similarity_transform,
     similarity_transforms,
 )
@@ -322,3 +325,52 @@ def test_largest_face() -> None:
     assert largest_face(dets) == 1
     with pytest.raises(ShapeError, match="empty"):
         largest_face(FaceDetections.empty())
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Pixel-centre points (K,2) through a (2,3) warpAffine matrix."""
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def test_box_crop_options_aspect_centre_and_upright() -> None:
+    box = np.array([[100.0, 50.0, 160.0, 170.0]])  # 60 x 120
+    # the box's own aspect, no margin: its first and last pixels land on the crop's first and last
+    # (OpenCV's pixel indices: pixel i spans [i, i+1); 2x wide, so pixel 100 covers crop [0, 2))
+    m = box_transforms(box, 120, 0.0, square=False)[0]
+    corners = np.array([[100.0, 50.0], [159.0, 169.0]])
+    np.testing.assert_allclose(_apply(m, corners), [[0.5, 0.0], [118.5, 119.0]], atol=1e-9)
+    # square (the default): the longer side decides both scales
+    m = box_transforms(box, 120, 0.0)[0]
+    assert m[0, 0] == pytest.approx(1.0) and m[1, 1] == pytest.approx(1.0)
+    # centred elsewhere: that point lands on the crop centre
+    m = box_transforms(box, 120, 0.2, centers=np.array([[140.0, 90.0]]))[0]
+    np.testing.assert_allclose(_apply(m, np.array([[139.5, 89.5]])), [[59.5, 59.5]], atol=1e-9)
+    # upright: a face rolled by 30 degrees comes out with a level eye line, the centre still centred
+    theta = np.radians(30)
+    c = np.array([130.0, 110.0])
+    eyes = c + 20 * np.array([[-np.cos(theta), -np.sin(theta)], [np.cos(theta), np.sin(theta)]])
+    kps = np.concatenate([eyes, c[None] + [0, 10], c[None] + [0, 30], eyes + [0, 5]])[None].astype(np.float32)
+    angle = roll_angles(kps)
+    assert angle[0] == pytest.approx(theta)
+    m = box_transforms(box, 120, 0.0, angles=angle)[0]
+    out = _apply(m, eyes - 0.5)
+    assert out[0, 1] == pytest.approx(out[1, 1]) and out[1, 0] > out[0, 0]
+    np.testing.assert_allclose(_apply(m, c[None] - 0.5), [[59.5, 59.5]], atol=1e-9)
+    assert keypoint_centers(kps)[0] == pytest.approx(kps[0, :4].mean(axis=0))
+
+
+def test_alignment_options_reach_the_crops(detector, photos, facenet, mobilefacenet) -> None:  # type: ignore[no-untyped-def]
+    image = photos[FRONTAL]
+    one = _largest(detector, image)
+    base = align_faces(image, one, facenet).pixels[0].astype(np.int16)
+    for change in ({"upright": True}, {"center": "keypoints"}, {"margin": 0.5}):
+        spec = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, **change))
+        assert np.abs(align_faces(image, one, spec).pixels[0].astype(np.int16) - base).mean() > 1, change
+    bad = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, center="nose"))
+    with pytest.raises(ConfigError, match="alignment.center must be 'box' or 'keypoints'"):
+        align_faces(image, one, bad)
+    # a 5-point template scaled below 1 puts the eyes nearer the crop centre
+    small = dataclasses.replace(mobilefacenet, alignment=dataclasses.replace(mobilefacenet.alignment,
+                                                                            template_scale=0.7))
+    wide, tight = align_faces(image, one, small).pixels[0], align_faces(image, one, mobilefacenet).pixels[0]
+    assert wide.shape == tight.shape and np.abs(wide.astype(np.int16) - tight).mean() > 1
