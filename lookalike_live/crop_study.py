@@ -145,8 +145,8 @@ def crop_study(dataset: Any, analyzer: Any, gallery_detector: Any, *, gallery_pe
             v = pick(vec, flip)
             parts = [v[held]] + ([pick(dvec, dflip)] if dvec is not None and dflip is not None else [])
             nonmated = np.concatenate(parts)
-            res = score_identification(v[g], ids[g], v[q], ids[q], nonmated if len(nonmated) else None,
-                                       match_by=match_by)
+            res = score_identification(v[g], ids[g].tolist(), v[q], ids[q].tolist(),
+                                       nonmated if len(nonmated) else None, match_by=match_by)
             rows.append({"name": name, "alignment": alignment, "flip": use_flip, **res})
     plain = [r for r in rows if not r["flip"]]
     single = plain[: len(variants)]  # one crop each: what a spec's [alignment] can say

@@ -248,7 +248,7 @@ VARIANTS = (
 )
 
 
-def check_distractors(dataset, distractors) -> None:  # type: ignore[no-untyped-def]
+def check_distractors(dataset, distractors) -> None:
     """ValueError when a distractor photo is also a photo of ``dataset``."""
     from pathlib import Path
 
@@ -261,7 +261,7 @@ def check_distractors(dataset, distractors) -> None:  # type: ignore[no-untyped-
                          "distractors must be people absent from the gallery (or use --holdout-ids)")
 
 
-def split_dataset(dataset, gallery_per_id: int, holdout_ids: int = 0, limit: int | None = None  # type: ignore[no-untyped-def]
+def split_dataset(dataset, gallery_per_id: int, holdout_ids: int = 0, limit: int | None = None
                   ) -> tuple[set[str], set[str]]:
     """(relative paths of the gallery photos, identities held out as non-mated probes): per
     identity the first ``gallery_per_id`` photos by file name, the last ``holdout_ids`` identities

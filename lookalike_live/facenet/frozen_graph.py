@@ -23,9 +23,11 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import ModelFormatError
 from ..graphdef import Node, read_graphdef
@@ -73,7 +75,7 @@ def layout(model: InceptionResnetV1) -> tuple[list[tuple[str, str]], list[tuple[
     def block(tf: str, pt: str, units: list[tuple[str, str]]) -> None:
         basic.extend((f"{ROOT}/{tf}/{u}", f"{pt}.{v}") for u, v in units)
         biased.append((f"{ROOT}/{tf}/Conv2d_1x1", f"{pt}.conv2d"))
-        scales.append((f"{ROOT}/{tf}/mul/x", float(model.get_submodule(pt).scale)))
+        scales.append((f"{ROOT}/{tf}/mul/x", float(cast(float, model.get_submodule(pt).scale))))
 
     for i in range(len(model.repeat_1)):
         block(f"Repeat/block35_{i + 1}", f"repeat_1.{i}", _BLOCK35)
@@ -120,7 +122,7 @@ class _Graph:
             raise _fail(self.origin, f"constant {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
         return value
 
-    def conv_geometry(self, scope: str, conv: torch.nn.Conv2d) -> None:
+    def conv_geometry(self, scope: str, conv: nn.Conv2d) -> None:
         node = self.node(f"{scope}/Conv2D", "Conv2D")
         stride = list(conv.stride)
         padding = [int(p) for p in conv.padding] if isinstance(conv.padding, tuple) else []
@@ -138,7 +140,7 @@ class _Graph:
             raise _fail(self.origin, f"{node.name!r} is {node.attr.get('data_format')}, expected NHWC")
 
 
-def _hwio(conv: torch.nn.Conv2d) -> tuple[int, ...]:
+def _hwio(conv: nn.Conv2d) -> tuple[int, ...]:
     out_ch, in_ch, kh, kw = conv.weight.shape
     return (kh, kw, in_ch, out_ch)
 
@@ -162,19 +164,18 @@ def state_dict_from_graph(nodes: list[Node], origin: str = "graph", model: Incep
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     basic, biased, scales = layout(model)
     for scope, path in basic:
-        unit = model.get_submodule(path)
-        conv = unit.conv
+        conv = cast(nn.Conv2d, model.get_submodule(f"{path}.conv"))
         w = g.const(f"{scope}/weights", _hwio(conv))
         offset = g.const(f"{scope}/Conv2D_bn_offset", (conv.out_channels,))
         g.conv_geometry(scope, conv)
         state[f"{path}.conv.weight"] = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
-        n = conv.out_channels
-        state[f"{path}.bn.weight"] = torch.ones(n)
+        channels = conv.out_channels
+        state[f"{path}.bn.weight"] = torch.ones(channels)
         state[f"{path}.bn.bias"] = torch.from_numpy(offset.copy())
-        state[f"{path}.bn.running_mean"] = torch.zeros(n)
-        state[f"{path}.bn.running_var"] = torch.full((n,), 1.0 - BN_EPS)
+        state[f"{path}.bn.running_mean"] = torch.zeros(channels)
+        state[f"{path}.bn.running_var"] = torch.full((channels,), 1.0 - BN_EPS)
     for scope, path in biased:
-        conv = model.get_submodule(path)
+        conv = cast(nn.Conv2d, model.get_submodule(path))
         w = g.const(f"{scope}/weights", _hwio(conv))
         b = g.const(f"{scope}/biases", (conv.out_channels,))
         g.conv_geometry(scope, conv)
@@ -204,10 +205,10 @@ def state_dict_from_graph(nodes: list[Node], origin: str = "graph", model: Incep
     if convs != len(basic) + len(biased):
         raise _fail(origin, f"it has {convs} convolutions, expected {len(basic) + len(biased)}")
     # every weight of the graph must have found its place in the network
-    for n in nodes:
-        value = n.attr.get("value") if n.op == "Const" else None
-        if isinstance(value, np.ndarray) and value.ndim >= 1 and value.size > 4 and n.name not in g.used:
-            raise _fail(origin, f"weight {n.name!r} {tuple(value.shape)} has no place in the network")
+    for node in nodes:
+        tensor = node.attr.get("value") if node.op == "Const" else None
+        if isinstance(tensor, np.ndarray) and tensor.ndim >= 1 and tensor.size > 4 and node.name not in g.used:
+            raise _fail(origin, f"weight {node.name!r} {tuple(tensor.shape)} has no place in the network")
     return state
 
 
