@@ -36,7 +36,7 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     # each section ran in its own process and reports its own peak memory
     assert section["peak_rss_mb"] > 50 and det["peak_rss_mb"] > 50 and res["peak_rss_mb"] >= section["peak_rss_mb"]
     # real FaceNet is not in this store: said so, never filled in
-    assert section["by_model"]["facenet-casia-webface"]["skipped"].startswith("not installed")
+    assert section["by_model"]["facenet-casia-webface"]["not_run"].startswith("not installed")
     acc = section["by_model"]["mobilefacenet"]
     assert acc["model"] == "mobilefacenet" and acc["queries"] > 200 and acc["nonmated"] > 150
     assert {v["name"] for v in acc["variants"]} >= {"baseline", "all"}
@@ -47,7 +47,7 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     text = readme.read_text()
     assert "old text" not in text and text.endswith("## After\nkept\n") and text.count(BEGIN) == 1
     assert f"{acc['top1']:.3f}" in text and f"{acc['tpir_at_fpir_0.01']:.3f}" in text
-    assert "| Identification, facenet-casia-webface | skipped: not installed" in text
+    assert "| Identification, facenet-casia-webface | not run: not installed" in text
     assert f"{det['detection']['full']['ms_p50']:.2f} ms/frame" in text
     assert "Not in this run: embed, build, search, live." in text
     assert "![Latency histograms" in text and "(res/latency.png)" in text

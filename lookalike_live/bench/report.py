@@ -49,7 +49,7 @@ def _accuracy_rows(section: dict[str, Any]) -> list[str]:
     rows = []
     for model, acc in accuracy_by_model(section).items():
         if "top1" not in acc:
-            rows.append(f"| Identification, {model} | skipped: {str(acc.get('skipped', 'no figures'))[:90]} | | |")
+            rows.append(f"| Identification, {model} | not run: {str(acc.get('not_run', 'no figures'))[:90]} | | |")
             continue
         variants = {v["name"]: v for v in acc.get("variants", [])}
         base = variants.get("baseline")

@@ -62,7 +62,7 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
         for model in ACCURACY_MODELS:  # real FaceNet where installed, and the MobileFaceNet fixture beside it
             spec = get_spec(model, store)
             if not spec.is_installed(store):
-                by_model[model] = {"skipped": f"not installed: {spec.install_hint()}"}
+                by_model[model] = {"not_run": f"not installed: {spec.install_hint()}"}
                 continue
             settings = load_settings({"model": model, "flip_tta": False}, path=Path(os.devnull))
             with FaceAnalyzer.from_settings(settings, store=store) as analyzer, gallery_detector(store=store) as det:
