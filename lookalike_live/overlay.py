@@ -1,4 +1,5 @@
-"""Drawing a :class:`~lookalike_live.types.FrameResult` onto its image (pure; OpenCV only).
+"""Drawing a :class:`~lookalike_live.types.FrameResult` onto its image (pure; OpenCV, and Pillow for
+text in any script: :mod:`lookalike_live.text`).
 
 ``annotate(image, result) -> image`` returns a new BGR uint8 image (the input is never changed)
 with, per visible track: its box; a label with the match's name (or CelebA id when the name is
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import ShapeError
+from .text import default_renderer
 from .types import FrameResult, Match, Track, TrackState
 
 __all__ = ["Annotator", "annotate", "label_for"]
@@ -29,7 +31,7 @@ class Annotator:
     """Drawing settings; :meth:`annotate` is pure (same inputs, same pixels)."""
 
     box_thickness: int = 2
-    font_scale: float = 0.5
+    text_size: int = 14  # label font size, pixels (TrueType, any script: lookalike_live.text)
     thumbnail_size: int = 64  # px; 0: no thumbnails
     bar_height: int = 5
     show_track_id: bool = True
@@ -77,15 +79,14 @@ class Annotator:
         text = label_for(track)
         if self.show_track_id:
             text = f"#{track.track_id} {text}"
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        (tw, th), base = cv2.getTextSize(text, font, self.font_scale, 1)
+        renderer = default_renderer(self.text_size)
+        tw, th = renderer.measure(text)
         h, w = img.shape[:2]
-        ty = y1 - 4 - (self.bar_height + 2 if track.best else 0)
-        if ty - th - 2 < 0:  # no room above the box: below it
-            ty = min(h - 2, y2 + th + 6)
+        ty = y1 - 2 - th - 2 - (self.bar_height + 2 if track.best else 0)  # the label's top
+        if ty < 0:  # no room above the box: below it
+            ty = min(h - th - 2, y2 + 4)
         tx = max(0, min(x1, w - tw - 2))
-        cv2.rectangle(img, (tx, max(0, ty - th - 3)), (min(w - 1, tx + tw + 2), min(h - 1, ty + base - 1)), (0, 0, 0), -1)
-        cv2.putText(img, text, (tx + 1, ty - 1), font, self.font_scale, color, 1, cv2.LINE_AA)
+        renderer.draw(img, text, (tx, max(0, ty)), color, background=(0, 0, 0))
         if track.best is not None:
             self._bar(img, x1, max(0, y1 - self.bar_height - 2), max(x2 - x1, 20), track.best.score, color)
             if self.thumbnail_size > 0 and track.state is not TrackState.UNKNOWN:
