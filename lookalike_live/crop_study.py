@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import check_distractors, score_identification, split_dataset
+from .evaluation import check_distractors, locate_eval_face, score_identification, split_dataset
 
 #: (name, alignment settings) of each crop variant scored by default. "box": the detector's box,
 #: enlarged by ``margin``; "aspect": the box's own aspect stretched to the square input;
@@ -52,20 +52,6 @@ ENSEMBLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _locate(item: Any, analyzer: Any, gallery_detector: Any, spec: Any, in_gallery: bool) -> tuple[Any, Any] | None:
-    from .imageio import read_image
-    from .indexing import choose_face, locate_face
-
-    if in_gallery:
-        found = locate_face(item, gallery_detector, spec)
-        return None if found is None else (found[0], found[2])
-    image = read_image(item.path)
-    dets = analyzer.detect(image)
-    if not len(dets):
-        return None
-    return image, dets[[choose_face(dets, item.bbox)]]
-
-
 def _embed_variants(items: list, analyzer: Any, gallery_detector: Any, specs: list, gallery: set[str],
                     progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, str]]:
     """(V, N, D) plain and (V, N, D) mirrored embeddings of every variant, the identities, skips."""
@@ -81,7 +67,7 @@ def _embed_variants(items: list, analyzer: Any, gallery_detector: Any, specs: li
     skipped: dict[str, str] = {}
     for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
         try:
-            found = _locate(item, analyzer, gallery_detector, specs[0], item.rel_path in gallery)
+            found = locate_eval_face(item, analyzer, gallery_detector, specs[0], item.rel_path in gallery)
         except LookalikeError as exc:
             skipped[item.rel_path] = str(exc)
             continue

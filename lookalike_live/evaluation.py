@@ -111,6 +111,24 @@ class EmbeddedSet:
         return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def locate_eval_face(item, analyzer, gallery_detector, spec, in_gallery: bool):
+    """(image, the one face) of a labelled photo as the evaluation sees it, or None without a face:
+    a gallery photo as ``index build`` prepares it (:func:`lookalike_live.indexing.locate_face` with
+    ``gallery_detector``), any other photo as the live app sees a face (``analyzer.detect`` on the
+    whole photo). Raises LookalikeError for an unreadable photo."""
+    from .imageio import read_image
+    from .indexing import choose_face, locate_face
+
+    if in_gallery:
+        found = locate_face(item, gallery_detector, spec)
+        return None if found is None else (found[0], found[2])
+    image = read_image(item.path)
+    dets = analyzer.detect(image)
+    if not len(dets):
+        return None
+    return image, dets[[choose_face(dets, item.bbox)]]
+
+
 def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,  # type: ignore[no-untyped-def]
                   desc: str = "eval", gallery: frozenset[str] | set[str] = frozenset(),
                   gallery_detector=None) -> EmbeddedSet:
@@ -125,8 +143,6 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
 
     from .align import align_faces
     from .errors import LookalikeError
-    from .imageio import read_image
-    from .indexing import choose_face, prepare_face
 
     if gallery and gallery_detector is None:
         raise ValueError("embed_dataset: gallery photos need the gallery_detector the index build uses")
@@ -141,20 +157,15 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     t0 = time.perf_counter()
     for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
         try:
-            if item.rel_path in gallery:
-                prepared = prepare_face(item, gallery_detector, embedder.spec)
-                pixels, q = (None, 0.0) if prepared is None else (prepared.crop[None], prepared.quality)
-            else:
-                image = read_image(item.path)
-                dets = analyzer.detect(image)
-                pixels, q = None, 0.0
-                if len(dets):
-                    crops = align_faces(image, dets[[choose_face(dets, item.bbox)]], embedder.spec)
-                    pixels, q = crops.pixels, float(crops.quality[0])
+            found = locate_eval_face(item, analyzer, gallery_detector, embedder.spec, item.rel_path in gallery)
+            if found is not None:
+                image, one = found
+                crops = align_faces(image, one, embedder.spec)
+                pixels, q = crops.pixels, float(crops.quality[0])
         except LookalikeError as exc:
             skipped[item.rel_path] = str(exc)
             continue
-        if pixels is None:
+        if found is None:
             skipped[item.rel_path] = "no face found"
             continue
         # the face and its mirror image in one call, each embedded plainly (no built-in flip TTA)

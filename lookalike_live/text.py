@@ -87,7 +87,7 @@ def _cmap(path: str) -> frozenset[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _font(path: str, size: int):  # type: ignore[no-untyped-def]
+def _font(path: str, size: int):
     from PIL import ImageFont
 
     return ImageFont.truetype(path, size)

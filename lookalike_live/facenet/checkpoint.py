@@ -17,7 +17,6 @@ from .network import VGGFACE2_CLASSES, InceptionResnetV1, build_model
 log = logging.getLogger(__name__)
 
 
-
 def _shape(t: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape)
 
