@@ -879,6 +879,8 @@ class CaptureThread:
 
         self.slot = LatestFrameSlot()
         self._stop = threading.Event()
+        self._resume = threading.Event()  # cleared while a file is paused
+        self._resume.set()
         self._lock = threading.Lock()
         self._status_cond = threading.Condition(self._lock)
         self._subscribers: list[StatusCallback] = []
@@ -911,6 +913,18 @@ class CaptureThread:
             self.started_at = time.time()
         self._thread.start()
         return self
+
+    def pause(self, paused: bool = True) -> None:
+        """Pause (or resume) reading a file: it resumes at the frame it stopped at. Live sources
+        are not paused (a camera keeps streaming; pausing their display is the viewer's job)."""
+        if paused and not self.source.live:
+            self._resume.clear()
+        else:
+            self._resume.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resume.is_set()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop capturing and wait up to ``timeout`` s (default ``stop_timeout``) for the thread.
@@ -1123,6 +1137,11 @@ class CaptureThread:
         self._set_status(SourceStatus.LIVE, f"{self.source.name} at {self.source.fps or 0:.2f} fps")
         anchor: tuple[float, float] | None = None  # (monotonic time, ts_ms) for real-time pacing
         while not self._stop.is_set():
+            if not self._resume.is_set():
+                while not self._resume.wait(0.05):
+                    if self._stop.is_set():
+                        return
+                anchor = None  # resume at the file's pace from here, no burst
             kind, image, ts = self._read_one()
             if kind == "failed":  # the end of the file (FileSource loops by itself)
                 break

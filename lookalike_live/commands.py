@@ -121,12 +121,19 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- match (photo mode)
 def cmd_match(args: argparse.Namespace) -> int:
+    from .card import CardFace, make_card, save_card
     from .imageio import iter_image_files, read_image
     from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
+    if args.card is not None:
+        photos = list(iter_image_files(args.paths))
+        if len(photos) != 1:
+            raise ConfigError(f"--card makes the card of one photo; {len(photos)} images were given "
+                              "(run `match` once per photo)")
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    card_input: tuple[Any, list[CardFace], str] | None = None
     with _open_gallery(settings) as gallery, FaceAnalyzer.from_settings(settings) as analyzer:
         gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
         for path in iter_image_files(args.paths):
@@ -137,29 +144,58 @@ def cmd_match(args: argparse.Namespace) -> int:
                 log.warning("skipped %s", exc)
                 continue
             res = analyzer.analyze(image)
-            hits = gallery.search(res.embeddings.vectors, k=args.top_k) if len(res.embeddings) else []
+            k = max(args.top_k, 3 if args.card is not None else 1)
+            hits = gallery.search(res.embeddings.vectors, k=k, with_thumbnails=args.card is not None) \
+                if len(res.embeddings) else []
+            faces: list[CardFace] = []
             for row, (det_i, matches) in enumerate(zip(res.embeddings.det_index, hits, strict=True)):
                 best = matches[0] if matches else None
+                strong = best is not None and best.score >= settings.threshold
+                box = [round(float(v), 1) for v in res.detections.xyxy[det_i]]
                 results.append({
-                    "path": str(path), "face": row,
-                    "box": [round(float(v), 1) for v in res.detections.xyxy[det_i]],
-                    "match": best.name if best and best.score >= settings.threshold else None,
+                    "path": str(path), "face": row, "box": box,
+                    "nearest": _match_record(best),
+                    "decision": ("match" if strong else "unknown") if best is not None else "no_gallery_match",
+                    "match": best.name if strong and best is not None else None,
                     "score": round(best.score, 4) if best else None,
-                    "top": [{"identity": m.identity, "name": m.name, "score": round(m.score, 4),
-                             "image": m.image_ref} for m in matches],
+                    "top": [_match_record(m) for m in matches[:args.top_k]],
                 })
-    out = {"faces": results, "skipped": skipped, "threshold": settings.threshold}
+                if best is not None:
+                    faces.append(CardFace(tuple(float(v) for v in res.detections.xyxy[det_i]),  # type: ignore[arg-type]
+                                          tuple(matches), strong))
+            card_input = (image, faces, Path(path).name)
+    out: dict[str, Any] = {"faces": results, "skipped": skipped, "threshold": settings.threshold}
+    if args.card is not None:
+        if card_input is None:
+            raise ConfigError(f"no card written: {next(iter(skipped.values()), 'the photo could not be read')}")
+        image, faces, name = card_input
+        out["card"] = str(save_card(make_card(image, faces, title=name, threshold=settings.threshold), args.card))
+        log.info("card saved: %s (%d faces)", out["card"], len(faces))
 
     def human(r: dict[str, Any]) -> str:
         lines = []
         for f in r["faces"]:
-            label = f["match"] or f"no close lookalike (best {f['top'][0]['name'] if f['top'] else '-'})"
+            near = f["nearest"]
+            if near is None:
+                label = "no match (empty gallery)"
+            elif args.open_set and f["decision"] == "unknown":
+                label = f"unknown (closest {near['name']} {near['score']:.2f})"
+            else:
+                label = f"{'looks like' if f['decision'] == 'match' else 'a bit like'} {near['name']}"
             lines.append(f"{f['path']} face {f['face']} {f['box']}: {label}  score={f['score']}")
         lines += [f"skipped {k}: {v}" for k, v in r["skipped"].items()]
+        if "card" in r:
+            lines.append(f"card: {r['card']}")
         return "\n".join(lines) or "no faces found"
 
     _emit(args, out, human)
     return 0
+
+
+def _match_record(m: Any) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"identity": m.identity, "name": m.name, "score": round(float(m.score), 4), "image": m.image_ref}
 
 
 def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, gallery_opts: Opt,
@@ -197,11 +233,19 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
 
     p = sub.add_parser(
         "match", help="photo mode: the nearest celebrity of every face in images",
-        description="Detect every face in the images and print its nearest gallery matches.",
+        description="Detect every face in the images and print its nearest gallery matches. --json keys per "
+        "face: nearest (the nearest celebrity, always), decision (match: at or above the threshold, else "
+        "unknown), match (its name when decision is match, else null), score, top (the top-K).",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     p.add_argument("--top-k", type=int, default=3, help="matches per face (default 3)")
-    p.add_argument("--threshold", type=float, help="cosine similarity below which a face has no close lookalike")
+    p.add_argument("--threshold", type=float,
+                   help="similarity at which a face \"looks like\" its nearest celebrity (below: \"a bit like\"; "
+                   "default: the model's calibrated threshold)")
+    p.add_argument("--open-set", action="store_true",
+                   help="say \"unknown\" below the threshold instead of the nearest celebrity")
+    p.add_argument("--card", type=Path, metavar="OUT.png",
+                   help="save a shareable lookalike card of the photo (one photo only)")
     model_opts(p)
     detector_opts(p)
     gallery_opts(p)

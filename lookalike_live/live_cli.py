@@ -99,11 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = Engine.from_settings(settings, config=config, source_id=camera)
     writer = EventWriter(args.events) if args.events else None
     video: _VideoOut | None = None
-    annotator = Annotator()
+    annotator = Annotator(open_set=args.open_set, show_track_ids=args.track_ids)
     last_status: list[Any] = []
     try:
         if writer is not None:
-            engine.subscribe_events(lambda ev, res: writer.write(track_event_record(camera, ev)))
+            engine.subscribe_events(lambda ev, res: writer.write(track_event_record(camera, ev, open_set=args.open_set)))
             engine.subscribe_status(lambda ev: writer.write(status_record(camera, ev)))
             engine.subscribe_search(lambda ok, msg: writer.write(
                 {"event": "search_status", "camera": camera, "time": round(time.time(), 3), "available": ok,
@@ -227,11 +227,17 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- registration
-def _live_opts(p: argparse.ArgumentParser) -> None:
+def _live_opts(p: argparse.ArgumentParser, open_set_default: bool = False) -> None:
     g = p.add_argument_group("recognition")
     g.add_argument("--threshold", type=float,
-                   help="cosine similarity below which a face has no close lookalike (default: the model's "
-                   "calibrated threshold: from `eval identify --save-threshold`, else the one its spec ships, else 0.35)")
+                   help="similarity at which a face is a match: \"looks like\" (lookalike) or known (open set); "
+                   "default: the model's calibrated threshold: from `eval identify --save-threshold`, else the one "
+                   "its spec ships, else 0.35")
+    if not open_set_default:
+        g.add_argument("--open-set", action="store_true",
+                       help="below the threshold a face is \"unknown\" (the monitor's way) instead of showing "
+                       "its nearest celebrity as \"a bit like\"")
+        g.add_argument("--track-ids", action="store_true", help="debug: draw internal track ids on the labels")
     g.add_argument("--top-k", type=int, default=0, help="identities kept per track (default 0: the best only)")
     g.add_argument("--no-thumbnails", action="store_true", help="do not fetch matched photos' thumbnails")
 
@@ -241,7 +247,9 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     """Add ``run`` and ``monitor`` to the ``lookalike-live`` parser."""
     p = sub.add_parser(
         "run", help="run one source headless: annotated video, JSON-lines events, summary",
-        description="Detect, track and match every face of a video file, RTSP/HTTP stream or webcam. "
+        description="Detect, track and match every face of a video file, RTSP/HTTP stream or webcam; the "
+        "annotated video shows each face's nearest celebrity (\"looks like\" at or above the threshold, \"a bit "
+        "like\" below; --open-set: \"unknown\" below). "
         "Files are processed as fast as possible, every frame, deterministically (--realtime: at their "
         "frame rate, dropping frames the machine is too slow for). Summary keys: frames, seconds, fps "
         "(frames per wall second), faces, tracks, decided_tracks, median_decision_latency_ms, drops.",
@@ -280,7 +288,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--metrics-host", default=None, help="address for /metrics (default 127.0.0.1)")
     p.add_argument("--health-interval", type=float, metavar="S", help="seconds between health log lines (default 30)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until a signal)")
-    _live_opts(p)
+    _live_opts(p, open_set_default=True)
     model_opts(p)
     detector_opts(p)
     gallery_opts(p)

@@ -16,8 +16,10 @@ Events (one JSON object per line, flushed line by line; ``time`` is Unix seconds
     {"event": "track_ended", ...}
     {"event": "search_status", "camera": "door", "time": ..., "available": false, "message": ...}
 
-``match`` is null when the track has "no close lookalike" (state ``unknown``: ``score`` is then the
-best similarity found) and while undecided.
+Every track event carries both answers: ``nearest`` (the nearest celebrity, whatever its score;
+null until the gallery answers) and the open-set ``decision`` (``match`` at or above the threshold,
+``unknown`` below, ``pending``, ``search_unavailable``); ``match`` is the nearest when the decision is
+``match``, else null. Snapshots show the face with the open-set overlay (overlay.py).
 """
 
 from __future__ import annotations
@@ -164,10 +166,18 @@ def _match_dict(m: Match | None) -> dict[str, Any] | None:
     return {"identity": m.identity, "name": m.name, "score": round(float(m.score), 4), "image": m.image_ref}
 
 
-def track_event_record(camera: str, event: TrackEvent, wall_time: float | None = None) -> dict[str, Any]:
-    """The JSON-ready dict of a track event."""
+def track_event_record(camera: str, event: TrackEvent, wall_time: float | None = None,
+                       open_set: bool = True) -> dict[str, Any]:
+    """The JSON-ready dict of a track event. ``nearest``: the nearest celebrity so far (null until
+    the gallery answers); ``decision``: ``match`` (at or above the threshold), ``unknown`` (below),
+    ``pending`` or ``search_unavailable``; ``match``: the nearest when the decision is ``match``,
+    else null; ``resemblance`` (lookalike runs, not open set): ``strong`` / ``faint``."""
     t: Track = event.track
     decided = t.best is not None and t.state.value == "decided"
+    decision = {"decided": "match", "unknown": "unknown", "search_unavailable": "search_unavailable"}.get(
+        t.state.value, "pending")
+    if t.best is None and decision != "search_unavailable":
+        decision = "pending"
     rec: dict[str, Any] = {
         "event": event.kind,
         "camera": camera,
@@ -176,11 +186,13 @@ def track_event_record(camera: str, event: TrackEvent, wall_time: float | None =
         "track": t.track_id,
         "bbox": [round(v, 1) for v in t.xyxy],
         "state": t.state.value,
+        "decision": decision,
+        "nearest": _match_dict(t.best),
         "match": _match_dict(t.best) if decided else None,
         "score": round(float(t.best.score), 4) if t.best is not None else None,
     }
-    if t.best is not None and not decided:
-        rec["best"] = _match_dict(t.best)  # below the threshold, or the last answer before the gallery went down
+    if not open_set and t.best is not None and decision in ("match", "unknown"):
+        rec["resemblance"] = "strong" if decided else "faint"
     if event.previous is not None:
         rec["previous"] = _match_dict(event.previous)
     if t.top_k:
@@ -243,16 +255,28 @@ class EventWriter:
 
 
 def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, margin: float = 0.3) -> Path:
-    """Write a JPEG of ``track``'s face (box plus ``margin``) from the result's frame; returns its path."""
+    """Write a JPEG of ``track``'s face (box plus ``margin``) with its open-set overlay (box, name,
+    similarity, the matched photo: overlay.py), cropped to hold both; returns its path."""
     import cv2
+
+    from .overlay import Annotator
 
     img = result.frame.image
     h, w = img.shape[:2]
+    one = FrameResult(result.frame, result.detections, (track,), result.timings)
+    ann = Annotator(open_set=True)
+    tags = ann.layout(one)
+    drawn = ann.annotate(img, one, tags)
     x1, y1, x2, y2 = track.xyxy
     mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-    ix1, iy1 = int(max(0, x1 - mx)), int(max(0, y1 - my))
-    ix2, iy2 = int(min(w, x2 + mx)), int(min(h, y2 + my))
-    crop = img[iy1:iy2, ix1:ix2] if ix2 > ix1 and iy2 > iy1 else img
+    bx1, by1, bx2, by2 = x1 - mx, y1 - my, x2 + mx, y2 + my
+    for tag in tags:  # keep the tag in the picture
+        if tag.rect is not None:
+            tx, ty, tw, th = tag.rect
+            bx1, by1, bx2, by2 = min(bx1, tx - 2), min(by1, ty - 2), max(bx2, tx + tw + 2), max(by2, ty + th + 2)
+    ix1, iy1 = int(max(0, bx1)), int(max(0, by1))
+    ix2, iy2 = int(min(w, bx2)), int(min(h, by2))
+    crop = drawn[iy1:iy2, ix1:ix2] if ix2 > ix1 and iy2 > iy1 else drawn
     out = folder / camera
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{int(time.time() * 1000)}_{result.frame.index:06d}_track{track.track_id}.jpg"

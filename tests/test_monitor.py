@@ -77,12 +77,20 @@ def test_track_event_record_fields() -> None:
     t = Track(4, (1.0, 2.0, 3.0, 4.0), Match("2880", "Ada", 0.61, "000123.jpg"), {"2880": 0.5}, TrackState.DECIDED)
     rec = track_event_record("door", TrackEvent("identity_decided", t, 1000.0, 30, None, 900.0), wall_time=5.0)
     assert rec == {"event": "identity_decided", "camera": "door", "time": 5.0, "ts_ms": 1000.0, "track": 4,
-                   "bbox": [1.0, 2.0, 3.0, 4.0], "state": "decided", "score": 0.61,
-                   "match": {"identity": "2880", "name": "Ada", "score": 0.61, "image": "000123.jpg"}}
+                   "bbox": [1.0, 2.0, 3.0, 4.0], "state": "decided", "score": 0.61, "decision": "match",
+                   "match": {"identity": "2880", "name": "Ada", "score": 0.61, "image": "000123.jpg"},
+                   "nearest": {"identity": "2880", "name": "Ada", "score": 0.61, "image": "000123.jpg"}}
     unknown = Track(4, (1.0, 2.0, 3.0, 4.0), Match("7", "", 0.2), {}, TrackState.UNKNOWN)
     rec = track_event_record("door", TrackEvent("identity_changed", unknown, 1.0, 1, t.best, 0.0))
-    assert rec["match"] is None and rec["score"] == 0.2 and rec["best"]["identity"] == "7"
+    assert rec["match"] is None and rec["score"] == 0.2 and rec["decision"] == "unknown"
+    assert rec["nearest"]["identity"] == "7" and "resemblance" not in rec  # open set (the monitor)
     assert rec["previous"]["identity"] == "2880"
+    # a lookalike run (`run` without --open-set): the same answers, plus how strong the resemblance is
+    rec = track_event_record("clip", TrackEvent("identity_changed", unknown, 1.0, 1, None, 0.0), open_set=False)
+    assert rec["nearest"]["identity"] == "7" and rec["decision"] == "unknown" and rec["resemblance"] == "faint"
+    pending = Track(5, (1.0, 2.0, 3.0, 4.0), None)
+    rec = track_event_record("door", TrackEvent("track_started", pending, 1.0, 1, None, 0.0))
+    assert rec["decision"] == "pending" and rec["nearest"] is None and rec["match"] is None
 
 
 def _free_port() -> int:

@@ -45,10 +45,16 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
     where the video image sits in the screenshot (x, y, w, h in screenshot pixels), the tracks,
     display fps and the largest event-loop stall so far. Also written next to it as ``.json``."""
     from PyQt6.QtCore import QPoint
+    from PyQt6.QtGui import QGuiApplication
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm = window.grab()
+    screen = window.screen()
+    on_screen = QGuiApplication.platformName() == "xcb" and screen is not None and window.isVisible()
+    # under X (a desktop or Xvfb): the pixels the X server shows; elsewhere the widgets rendered
+    pm = screen.grabWindow(int(window.winId())) if on_screen else window.grab()
+    if pm.isNull():
+        on_screen, pm = False, window.grab()
     if not pm.save(str(out)):
         raise ConfigError(f"cannot write the screenshot {out}")
     dpr = float(pm.devicePixelRatio() or 1.0)
@@ -57,8 +63,10 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
     res = window.result
     from ..overlay import label_for
 
+    open_set = window.annotator.open_set
     info: dict[str, Any] = {
         "screenshot": str(out),
+        "grab": "screen" if on_screen else "widget",
         "screenshot_size": [pm.width(), pm.height()],
         "video_rect": [round((origin.x() + r.x()) * dpr, 2), round((origin.y() + r.y()) * dpr, 2),
                        round(r.width() * dpr, 2), round(r.height() * dpr, 2)],
@@ -69,11 +77,15 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
         "faces": len(res.detections) if res is not None else 0,
         "tracks": [
             {"id": t.track_id, "xyxy": [round(float(v), 2) for v in t.xyxy], "state": t.state.value,
-             "label": label_for(t), "identity": t.best.identity if t.best else None,
+             "label": label_for(t, open_set), "identity": t.best.identity if t.best else None,
+             "name": t.best.name if t.best else None,
              "score": round(t.best.score, 4) if t.best else None,
              "has_thumbnail": bool(getattr(t.best, "thumbnail", None)) if t.best else False}
             for t in (res.tracks if res is not None else ())
         ],
+        "mirrored": window.mirrored if res is not None else False,
+        "open_set": open_set,
+        "tags": [_tag_record(g) for g in window.tags],
         "frames_shown": window.frames_shown,
         "display_fps": round(window.display_meter.overall(), 2),
         "max_stall_ms": round(window.heartbeat.max_gap_ms, 2),
@@ -81,6 +93,19 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
     }
     out.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
     return info
+
+
+def _tag_record(tag: Any) -> dict[str, Any]:
+    """A Tag (overlay.py) as JSON: what is drawn where, in image pixels as shown."""
+    return {
+        "track": tag.track_id, "look": tag.look.value, "level": tag.level, "box": list(tag.box),
+        "rect": list(tag.rect) if tag.rect else None, "identity": tag.identity, "name": tag.name,
+        "score": round(tag.score, 4) if tag.score is not None else None,
+        "thumb_rect": list(tag.thumb_rect) if tag.thumb_rect else None, "has_thumbnail": bool(tag.thumbnail),
+        "bar_rect": list(tag.bar_rect) if tag.bar_rect else None,
+        "texts": [{"text": t.text, "x": t.x, "y": t.y, "size": t.size, "role": t.role, "bold": t.bold}
+                  for t in tag.texts],
+    }
 
 
 class AutoCapture:

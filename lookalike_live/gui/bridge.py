@@ -234,6 +234,16 @@ class EngineBridge(QObject):
         self._running = True
         self.runStarted.emit(spec)
 
+    def pause(self, paused: bool) -> bool:
+        """Pause or resume reading a video file (True when the source is a file and now paused);
+        live sources keep streaming (the window freezes its display instead)."""
+        eng = self.engine
+        cap = getattr(eng, "capture", None) if eng is not None else None
+        if cap is None:
+            return False
+        cap.pause(paused)
+        return bool(cap.paused)
+
     def stop(self) -> None:
         """Stop the run; the engine's threads are joined on a worker thread."""
         self._pending_source = None

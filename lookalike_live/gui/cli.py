@@ -32,8 +32,9 @@ def options_from_args(args: argparse.Namespace, prefs: Any) -> Any:
     return AppOptions(
         settings=settings, top_k=int(top_k), loop_files=bool(loop), store=args.models_dir,
         output_dir=args.output_dir, source=args.source, autostart=bool(args.source) and not args.no_autostart,
-        photo=str(args.photo) if args.photo else None, show_hud=not args.no_hud,
-        gallery_timeout=args.gallery_timeout,
+        photo=str(args.photo) if args.photo else None, show_hud=bool(args.hud) and not args.no_hud,
+        gallery_timeout=args.gallery_timeout, open_set=True if args.open_set else None,
+        show_track_ids=args.track_ids, mirror=args.mirror,
     )
 
 
@@ -72,15 +73,19 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p = sub.add_parser(
         "app", help="the live desktop overlay (PyQt6): every face boxed with its celebrity lookalike",
         description="Open the desktop app: pick a webcam, a video file or an RTSP URL and see every face boxed "
-        "with the nearest celebrity's name (or CelebA id), similarity bar and matched photo; click a face for its "
-        "top-K matches; open or drop a photo to match all its faces. Shortcuts: Space start/stop, Ctrl+O file, "
-        "Ctrl+P photo, Ctrl+S snapshot, Ctrl+R record, Ctrl+, settings, H HUD, Esc close panel, F11 full screen. "
+        "with the nearest celebrity's name (or CelebA id), similarity and matched photo (\"looks like\" at or above "
+        "the threshold, \"a bit like\" below); click a face for its top-K matches; open or drop a photo to match all "
+        "its faces. Shortcuts: Space pause (start when idle), Ctrl+Return start/stop, S snapshot, C lookalike card, "
+        "Ctrl+R record, M mirror, O open set, Ctrl+O file, Ctrl+P photo, Ctrl+, settings, H HUD, F full screen, "
+        "Esc leave full screen / close panel. "
         "Settings: flags > remembered in the app > LOOKALIKE_* environment > config file.",
     )
     p.add_argument("--source", metavar="SRC", help="webcam index, video file or rtsp:// / http(s):// URL (starts at once)")
     p.add_argument("--no-autostart", action="store_true", help="with --source: fill the picker, do not start")
     p.add_argument("--photo", type=Path, metavar="IMAGE", help="open in photo mode with this image")
-    p.add_argument("--threshold", type=float, help="cosine similarity below which a face has no close lookalike")
+    p.add_argument("--threshold", type=float,
+                   help="similarity at which a face \"looks like\" its nearest celebrity (below: \"a bit like\"; "
+                   "default: the model's calibrated threshold)")
     p.add_argument("--max-faces", type=int, help="faces handled per frame (largest first)")
     p.add_argument("--top-k", type=int, default=0, help="matches per face in the side panel (default 10)")
     loop = p.add_mutually_exclusive_group()
@@ -93,7 +98,15 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
                    help="remember settings in this INI file instead of the user's Qt settings")
     p.add_argument("--gallery-timeout", type=float, default=5.0, metavar="S",
                    help="seconds to wait for Milvus when connecting (default 5)")
-    p.add_argument("--no-hud", action="store_true", help="start with the fps/timings HUD hidden")
+    p.add_argument("--hud", action="store_true", help="start with the HUD shown (fps, per-stage timings, track ids; H)")
+    p.add_argument("--no-hud", action="store_true", help="start with the HUD hidden (the default)")
+    p.add_argument("--open-set", action="store_true",
+                   help="say \"unknown\" below the threshold instead of the nearest celebrity (O toggles; remembered)")
+    p.add_argument("--track-ids", action="store_true", help="debug: show internal track ids on the labels")
+    mirror = p.add_mutually_exclusive_group()
+    mirror.add_argument("--mirror", dest="mirror", action="store_true", default=None,
+                        help="mirror the webcam preview (default; M toggles, remembered)")
+    mirror.add_argument("--no-mirror", dest="mirror", action="store_false", help="show the webcam unmirrored")
     g = p.add_argument_group("automation (CI, benchmarks)")
     g.add_argument("--screenshot", type=Path, metavar="FILE.png",
                    help="save a window screenshot (and FILE.json: what it shows) then quit; needs --frames or --quit-after")

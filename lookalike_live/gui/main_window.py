@@ -1,5 +1,6 @@
-"""The main window: live video with the overlay, source picker, start/stop, photo mode, match
-panel, snapshot/record, settings, HUD, status bar and error banners.
+"""The main window: live video with the lookalike overlay (painted by Qt: gui/painter.py), source
+picker, start/stop/pause, photo mode (open or drop a photo), match panel, snapshot/record/card,
+mirror, full screen, settings, HUD, status bar and error banners.
 
 The window receives an :class:`~lookalike_live.gui.bridge.EngineBridge` (or builds one from its
 :class:`AppOptions`); it never calls anything that waits on capture, inference or Milvus.
@@ -7,15 +8,15 @@ The window receives an :class:`~lookalike_live.gui.bridge.EngineBridge` (or buil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from PyQt6.QtCore import QSettings, QStandardPaths, Qt, QThread, QTimer, pyqtSignal
+from PyQt6.QtCore import QStandardPaths, Qt, QThread, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QComboBox,
@@ -29,20 +30,22 @@ from PyQt6.QtWidgets import (
 )
 
 from ..capture import SourceSpec, SourceStatus, StatusEvent, list_webcams
-from ..config import Settings, load_settings
+from ..config import Settings
 from ..errors import (
     BackendUnavailableError,
-    ConfigError,
     LookalikeError,
     ModelFormatError,
     ModelNotInstalledError,
     SourceError,
     UnknownModelError,
 )
-from ..overlay import Annotator
+from ..overlay import Annotator, Look, Tag
 from ..types import FrameResult, Track, TrackState
 from .bridge import EngineBridge
-from .recorder import Recorder, save_snapshot
+from .outputs import OutputActions
+from .painter import QtOverlay, render_bgr
+from .preferences import Preferences
+from .recorder import Recorder
 from .session import LoadedEngine
 from .widgets import (
     BannerArea,
@@ -53,17 +56,16 @@ from .widgets import (
     SettingsDialog,
     VideoView,
     bgr_to_qimage,
+    source_advice,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AppOptions", "MainWindow", "Preferences", "IMAGE_SUFFIXES"]
+__all__ = ["AppOptions", "MainWindow", "Preferences", "IMAGE_SUFFIXES", "Look"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.avi *.mov *.webm *.m4v *.ts);;All files (*)"
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff);;All files (*)"
-HISTORY_MAX = 12
-REMEMBERED = ("model", "backend", "detector", "threshold", "max_faces", "milvus_uri", "collection")
 
 
 @dataclass(frozen=True)
@@ -79,68 +81,11 @@ class AppOptions:
     source: str | None = None
     autostart: bool = False
     photo: str | None = None
-    show_hud: bool = True
+    show_hud: bool = False
     gallery_timeout: float = 5.0
-
-
-class Preferences:
-    """What the app remembers between runs (QSettings): settings, top-K, loop, source history."""
-
-    def __init__(self, qsettings: QSettings | None = None) -> None:
-        self.q = qsettings if qsettings is not None else QSettings("lookalike-live", "lookalike-live")
-
-    def remembered(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key in REMEMBERED:
-            v = self.q.value(f"settings/{key}")
-            if v is not None and v != "":
-                out[key] = v
-        return out
-
-    def resolve(self, flags: dict[str, Any] | None = None) -> Settings:
-        """flags (non-None) > remembered > environment > config file > defaults; a remembered value
-        that is no longer valid is ignored (logged)."""
-        flags = {k: v for k, v in (flags or {}).items() if v is not None}
-        try:
-            return load_settings({**self.remembered(), **flags})
-        except ConfigError as exc:
-            log.warning("ignoring the remembered settings (%s)", exc)
-            return load_settings(flags)
-
-    def top_k(self, default: int = 10) -> int:
-        try:
-            return max(1, int(self.q.value("settings/top_k", default)))
-        except (TypeError, ValueError):
-            return default
-
-    def loop_files(self, default: bool = True) -> bool:
-        v = self.q.value("settings/loop_files", default)
-        return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
-
-    def save(self, settings: Settings, top_k: int, loop_files: bool) -> None:
-        for key in REMEMBERED:
-            v = getattr(settings, key)
-            self.q.setValue(f"settings/{key}", "" if v is None else v)
-        self.q.setValue("settings/top_k", int(top_k))
-        self.q.setValue("settings/loop_files", bool(loop_files))
-        self.q.sync()
-
-    def history(self) -> list[str]:
-        v = self.q.value("sources/history", [])
-        if isinstance(v, str):
-            v = [v] if v else []
-        return [str(x) for x in (v or []) if str(x)]
-
-    def add_history(self, source: str) -> list[str]:
-        hist = [source] + [h for h in self.history() if h != source]
-        hist = hist[:HISTORY_MAX]
-        self.q.setValue("sources/history", hist)
-        self.q.setValue("sources/last", source)
-        self.q.sync()
-        return hist
-
-    def last_source(self) -> str:
-        return str(self.q.value("sources/last", "") or "")
+    open_set: bool | None = None  # None: remembered (default lookalike)
+    show_track_ids: bool = False
+    mirror: bool | None = None  # webcam preview mirrored; None: remembered (default on)
 
 
 class _WebcamProbe(QThread):
@@ -155,7 +100,7 @@ class _WebcamProbe(QThread):
         self.found.emit(cams)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(OutputActions, QMainWindow):
     """The live lookalike overlay. ``frameShown(FrameResult)`` fires after each displayed frame."""
 
     frameShown = pyqtSignal(object)
@@ -172,10 +117,18 @@ class MainWindow(QMainWindow):
         self.bridge = bridge or EngineBridge(options.settings, store=options.store, top_k=options.top_k,
                                              loop_files=options.loop_files, gallery_timeout=options.gallery_timeout,
                                              parent=self)
-        self.annotator = Annotator()
+        open_set = self.prefs.flag("open_set", False) if options.open_set is None else options.open_set
+        self.annotator = Annotator(open_set=open_set, show_track_ids=options.show_track_ids)
+        self.overlay = QtOverlay(self.annotator)
+        self.mirror_webcam = self.prefs.flag("mirror_webcam", True) if options.mirror is None else options.mirror
         self.mode: str | None = None  # "live" | "photo"
         self.result: FrameResult | None = None  # what is shown
-        self.annotated: np.ndarray | None = None  # BGR, what is shown
+        self.tags: list[Tag] = []  # its overlay layout (image pixels, as shown)
+        self.shown_image: np.ndarray | None = None  # BGR frame as shown (mirrored for a mirrored webcam)
+        self._annotated: np.ndarray | None = None
+        self.paused = False
+        self.hud_on: bool = options.show_hud
+        self._sized_to_video = self.prefs.geometry() is not None
         self.selected: int | None = None
         self.recorder: Recorder | None = None
         self.frames_shown = 0
@@ -234,19 +187,30 @@ class MainWindow(QMainWindow):
             return a
 
         self.act_file = action("File…", "Ctrl+O", self.choose_file, "Play a video file")
-        self.act_start = action("Start", "Space", self.toggle_run, "Start/stop the source")
-        self.act_photo = action("Photo…", "Ctrl+P", self.choose_photo, "Match every face of a photo")
-        self.act_snapshot = action("Snapshot", "Ctrl+S", self.snapshot, "Save the annotated frame as PNG")
+        self.act_start = action("Start", "Ctrl+Return", self.toggle_run, "Start/stop the source")
+        self.act_pause = action("Pause", "Space", self.toggle_pause, "Pause/resume (starts the source when idle)")
+        self.act_photo = action("Photo…", "Ctrl+P", self.choose_photo, "Match every face of a photo (or drop one)")
+        self.act_snapshot = action("Snapshot", "S", self.snapshot, "Save the annotated frame as PNG")
+        self.act_snapshot.setShortcuts([QKeySequence("S"), QKeySequence("Ctrl+S")])
+        self.act_card = action("Card", "C", self.save_card, "Save a lookalike card: each face beside its celebrity")
         self.act_record = action("Record", "Ctrl+R", self.toggle_recording, "Record the annotated video (MP4)")
         self.act_record.setCheckable(True)
+        self.act_mirror = action("Mirror", "M", self.toggle_mirror, "Mirror the webcam preview")
+        self.act_mirror.setCheckable(True)
+        self.act_mirror.setChecked(self.mirror_webcam)
+        self.act_open_set = action("Open set", "O", lambda: self.set_open_set(not self.annotator.open_set),
+                                   "Say \"unknown\" below the threshold instead of the nearest celebrity")
+        self.act_open_set.setCheckable(True)
+        self.act_open_set.setChecked(self.annotator.open_set)
         self.act_settings = action("Settings…", "Ctrl+,", self.edit_settings, "Model, detector, threshold, gallery")
-        self.act_hud = action("HUD", "H", lambda: self.set_hud(not self.hud_on), "Show fps and per-stage timings")
+        self.act_hud = action("HUD", "H", lambda: self.set_hud(not self.hud_on), "Show fps, timings and track ids")
         self.act_hud.setCheckable(True)
-        self.act_close_panel = action("Close panel", "Esc", self.close_panel, "Close the match panel")
-        self.act_full = action("Full screen", "F11", self.toggle_fullscreen, "Full screen")
+        self.act_escape = action("Close panel", "Esc", self.escape, "Leave full screen, else close the match panel")
+        self.act_full = action("Full screen", "F", self.toggle_fullscreen, "Full screen")
+        self.act_full.setShortcuts([QKeySequence("F"), QKeySequence("F11")])
         self.act_quit = action("Quit", QKeySequence.StandardKey.Quit, self.close, "Quit")
-        for a in (self.act_file, self.act_start, self.act_photo, self.act_snapshot, self.act_record,
-                  self.act_settings, self.act_hud):
+        for a in (self.act_file, self.act_start, self.act_pause, self.act_photo, self.act_snapshot, self.act_card,
+                  self.act_record, self.act_mirror, self.act_settings, self.act_hud):
             tb.addAction(a)
 
         central = QWidget()
@@ -256,7 +220,7 @@ class MainWindow(QMainWindow):
         self.banners = BannerArea()
         lay.addWidget(self.banners)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.video = VideoView()
+        self.video = VideoView(self.overlay)
         self.panel = MatchPanel()
         self.panel.hide()
         self.splitter.addWidget(self.video)
@@ -273,9 +237,10 @@ class MainWindow(QMainWindow):
         self.lbl_source = QLabel("source: idle")
         for w in (self.lbl_source, self.lbl_backend, self.lbl_milvus, self.lbl_gallery):
             sb.addPermanentWidget(w)
-        self.hud_on = self.options.show_hud
         self.act_hud.setChecked(self.hud_on)
-        self.resize(1280, 760)
+        geometry = self.prefs.geometry()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1100, 680)  # until the first frame says how large the video is
 
     def _connect(self) -> None:
         b = self.bridge
@@ -317,6 +282,7 @@ class MainWindow(QMainWindow):
         self.banners.clear("engine")
         self.mode = "live"
         self.selected = None
+        self.set_paused(False)
         self.panel.clear()
         self.panel.hide()
         self.frames_shown = 0
@@ -338,7 +304,25 @@ class MainWindow(QMainWindow):
 
     def stop(self) -> None:
         self.bridge.stop()
+        self.set_paused(False)
         self.act_start.setText("Start")
+
+    def toggle_pause(self) -> None:
+        """Space: pause/resume the video (a file stops reading; a live source's display freezes);
+        when nothing plays, start the source in the picker."""
+        if self.mode == "live" and self.bridge.is_running:
+            self.set_paused(not self.paused)
+        elif self.mode != "photo" or not self.bridge.is_running:
+            self.start()
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.bridge.pause(paused)
+        self.act_pause.setText("Resume" if paused else "Pause")
+        if paused:
+            self.statusBar().showMessage("Paused: Space resumes")
+        else:
+            self.statusBar().clearMessage()
 
     def toggle_run(self) -> None:
         if self.bridge.is_running:
@@ -430,7 +414,7 @@ class MainWindow(QMainWindow):
             self.banners.clear("source")
             return
         if ev.status in (SourceStatus.RECONNECTING, SourceStatus.STALLED, SourceStatus.ERROR):
-            self.banners.show_banner("source", _source_advice(spec, ev), "error",
+            self.banners.show_banner("source", source_advice(spec, ev), "error",
                                      [("Stop", self.stop)] if ev.status is not SourceStatus.ERROR else [])
         elif ev.status is SourceStatus.ENDED:
             self.lbl_source.setText(f"source: {name} (ended)")
@@ -438,23 +422,30 @@ class MainWindow(QMainWindow):
 
     # -- frames -------------------------------------------------------------------------------------
     def _on_result(self, res: FrameResult) -> None:
-        if self.mode != "live":
+        if self.mode != "live" or self.paused:
             return
         self.show_result(res)
 
+    @property
+    def mirrored(self) -> bool:
+        """Whether the preview is mirrored now (webcams, when the Mirror toggle is on)."""
+        spec = self.bridge.source
+        return self.mode == "live" and self.mirror_webcam and spec is not None and spec.kind == "webcam"
+
     def show_result(self, res: FrameResult) -> None:
-        """Draw ``res`` (overlay.py), show it, feed the recorder and the match panel."""
+        """Lay out the overlay (overlay.py), show the frame with it (painted by Qt), feed the recorder
+        and the match panel."""
         t0 = time.perf_counter()
-        img = self.annotator.annotate(res.frame.image, res)
-        if self.selected is not None:
-            for t in res.tracks:
-                if t.track_id == self.selected and t.state is not TrackState.LOST:
-                    x1, y1, x2, y2 = (int(round(v)) for v in t.xyxy)
-                    cv2.rectangle(img, (x1 - 3, y1 - 3), (x2 + 3, y2 + 3), (0, 230, 255), 2, cv2.LINE_AA)
-        self.result, self.annotated = res, img
-        self.video.set_image(bgr_to_qimage(img))
-        if self.recorder is not None:
-            self.recorder.write(img)
+        ann = dataclasses.replace(self.annotator, mirror=self.mirrored)
+        self.tags = ann.layout(res, self.overlay.measure)
+        img = np.ascontiguousarray(res.frame.image[:, ::-1]) if ann.mirror else res.frame.image
+        self.result, self.shown_image, self._annotated = res, img, None
+        self.video.set_image(bgr_to_qimage(img), self.tags, self.selected)
+        if not self._sized_to_video:
+            self._size_to_video(res.frame.width, res.frame.height)
+        shown = self.annotated if self.recorder is not None else None
+        if self.recorder is not None and shown is not None:
+            self.recorder.write(shown)
             if self.recorder.error:
                 self.banners.show_banner("record", f"Recording failed: {self.recorder.error}", "error")
                 self.stop_recording()
@@ -466,6 +457,29 @@ class MainWindow(QMainWindow):
         self.display_meter.tick()
         self.draw_ms = (time.perf_counter() - t0) * 1e3
         self.frameShown.emit(res)
+
+    @property
+    def annotated(self) -> np.ndarray | None:
+        """The frame as shown with its overlay (BGR, full resolution; painted by Qt like the window)."""
+        if self._annotated is None and self.shown_image is not None:
+            self._annotated = render_bgr(self.shown_image, self.tags, self.overlay, self.selected)
+        return self._annotated
+
+    def _size_to_video(self, w: int, h: int) -> None:
+        """The first time a video shows (no remembered geometry): size the window to it, within
+        90 % of the screen."""
+        self._sized_to_video = True
+        if self.isFullScreen() or self.isMaximized():
+            return
+        screen = self.screen()
+        avail = screen.availableGeometry() if screen is not None else None
+        extra_w = self.width() - self.video.width() + (self.panel.width() if self.panel.isVisible() else 0)
+        extra_h = self.height() - self.video.height()
+        scale = max(1.0, 960 / w)  # small videos (640x360) shown larger
+        if avail is not None:
+            scale = min(scale, (avail.width() * 0.9 - extra_w) / w, (avail.height() * 0.9 - extra_h) / h)
+        toolbar = max((tb.sizeHint().width() for tb in self.findChildren(QToolBar)), default=0)
+        self.resize(max(480, toolbar, int(w * scale) + extra_w), max(320, int(h * scale) + extra_h))
 
     def _track(self, track_id: int) -> Track | None:
         if self.result is None:
@@ -480,14 +494,20 @@ class MainWindow(QMainWindow):
 
     # -- click a face ---------------------------------------------------------------------------------
     def track_at(self, x: float, y: float) -> Track | None:
-        """The visible track under image pixel (x, y) (the smallest box when boxes overlap)."""
+        """The visible track under pixel (x, y) of the image as shown (mirrored when the preview is)
+        or under its tag (the smallest box when boxes overlap)."""
         if self.result is None:
             return None
-        hits = [t for t in self.result.tracks if t.state is not TrackState.LOST
-                and t.xyxy[0] <= x <= t.xyxy[2] and t.xyxy[1] <= y <= t.xyxy[3]]
+
+        def inside(r: tuple[int, int, int, int] | None) -> bool:
+            return r is not None and r[0] <= x <= r[0] + r[2] and r[1] <= y <= r[1] + r[3]
+
+        hits = [g for g in self.tags if g.box[0] <= x <= g.box[2] and g.box[1] <= y <= g.box[3]]
+        hits = hits or [g for g in self.tags if inside(g.rect)]
         if not hits:
             return None
-        return min(hits, key=lambda t: (t.xyxy[2] - t.xyxy[0]) * (t.xyxy[3] - t.xyxy[1]))
+        tag = min(hits, key=lambda g: (g.box[2] - g.box[0]) * (g.box[3] - g.box[1]))
+        return self._track(tag.track_id)
 
     def select_at(self, x: float, y: float) -> Track | None:
         track = self.track_at(x, y)
@@ -496,7 +516,7 @@ class MainWindow(QMainWindow):
         self.selected = track.track_id
         self.panel.show_track(track, self._where())
         self.panel.show()
-        if self.result is not None and self.mode == "photo":
+        if self.result is not None and (self.mode == "photo" or self.paused):
             self.show_result(self.result)  # redraw with the highlight
         return track
 
@@ -530,8 +550,8 @@ class MainWindow(QMainWindow):
         self.show_result(res)
         decided = sum(t.state is TrackState.DECIDED for t in res.tracks)
         self.lbl_source.setText(f"photo: {name}")
-        self.statusBar().showMessage(f"{name}: {len(res.detections)} face(s), {decided} with a lookalike above the "
-                                     "threshold — click a face for its top matches", 8000)
+        self.statusBar().showMessage(f"{name}: {len(res.detections)} face(s), {decided} strong lookalike(s) — click "
+                                     "a face for its top matches, C saves a card", 8000)
         if not len(res.detections):
             self.banners.show_banner("photo", f"No face found in {name}.", "info")
 
@@ -563,54 +583,25 @@ class MainWindow(QMainWindow):
         else:
             self.start(path)
 
-    # -- snapshot and record ----------------------------------------------------------------------------
-    def _default_path(self, what: str, suffix: str) -> Path:
-        return self.output_dir / f"lookalike-{what}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+    # -- view ------------------------------------------------------------------------------------------
+    def toggle_mirror(self) -> None:
+        """M: mirror the webcam preview (remembered)."""
+        self.mirror_webcam = not self.mirror_webcam
+        self.act_mirror.setChecked(self.mirror_webcam)
+        self.prefs.set_flag("mirror_webcam", self.mirror_webcam)
+        self._redraw()
 
-    def snapshot(self, path: str | Path | None = None) -> Path | None:
-        """Save the annotated frame (full resolution) as PNG; returns its path (None: nothing shown yet)."""
-        if self.annotated is None:
-            self.statusBar().showMessage("Nothing to save yet: start a source or open a photo", 4000)
-            return None
-        try:
-            out = save_snapshot(self.annotated, path or self._default_path("snapshot", ".png"))
-        except LookalikeError as exc:
-            self.banners.show_banner("record", str(exc), "error")
-            return None
-        self.statusBar().showMessage(f"Snapshot saved: {out}", 6000)
-        log.info("snapshot saved: %s", out)
-        return out
+    def set_open_set(self, on: bool) -> None:
+        """O: open-set wording ("unknown" below the threshold) or lookalike (always the nearest)."""
+        self.annotator = dataclasses.replace(self.annotator, open_set=on)
+        self.overlay.annotator = self.annotator
+        self.act_open_set.setChecked(on)
+        self.prefs.set_flag("open_set", on)
+        self._redraw()
 
-    def start_recording(self, path: str | Path | None = None) -> Path:
-        if self.recorder is not None:
-            return self.recorder.path
-        eng = self.bridge.engine
-        fps = None
-        if eng is not None and eng.capture is not None:
-            fps = getattr(eng.capture.source, "fps", None)
-        self.recorder = Recorder(path or self._default_path("recording", ".mp4"), float(fps or 30.0))
-        self.act_record.setChecked(True)
-        self.act_record.setText("Stop rec")
-        self.statusBar().showMessage(f"Recording to {self.recorder.path}…")
-        return self.recorder.path
-
-    def stop_recording(self) -> tuple[Path, int] | None:
-        rec, self.recorder = self.recorder, None
-        self.act_record.setChecked(False)
-        self.act_record.setText("Record")
-        if rec is None:
-            return None
-        frames = rec.close()
-        msg = f"Recorded {frames} frames to {rec.path}" + (f" ({rec.dropped} dropped)" if rec.dropped else "")
-        self.statusBar().showMessage(msg, 8000)
-        log.info("%s", msg)
-        return rec.path, frames
-
-    def toggle_recording(self) -> None:
-        if self.recorder is None:
-            self.start_recording()
-        else:
-            self.stop_recording()
+    def _redraw(self) -> None:
+        if self.result is not None:
+            self.show_result(self.result)
 
     # -- settings -------------------------------------------------------------------------------------
     def current_settings(self) -> Settings:
@@ -652,15 +643,23 @@ class MainWindow(QMainWindow):
 
         counters = m.get("counters", {})
         faces = len(self.result.detections) if self.result is not None else 0
+        ids = " ".join(f"#{g.track_id}" for g in self.tags if g.track_id >= 0)
         return (f"display {self.display_meter.rate():4.1f} fps   engine {m.get('fps', 0.0):4.1f} fps   "
                 f"gui stall max {self.heartbeat.max_gap_ms:.0f} ms\n"
                 f"decode {ms('decode')}  detect {ms('detect')}  align {ms('align')}  embed {ms('embed')}  "
                 f"search {ms('search')}  draw {self.draw_ms:.1f}  ms (p50)\n"
                 f"latency {ms('latency')} ms   faces {faces}   drops {counters.get('capture_drops', 0)}"
+                + (f"\ntracks {ids}" if ids else "")
                 + (f"   REC {self.recorder.frames}" if self.recorder is not None else ""))
 
     def _update_hud(self) -> None:
         self.video.set_hud(self.hud_text() if self.hud_on and self.mode is not None else None)
+
+    def escape(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.close_panel()
 
     def toggle_fullscreen(self) -> None:
         if self.isFullScreen():
@@ -677,25 +676,8 @@ class MainWindow(QMainWindow):
             self._hud_timer.stop()
             self.stop_recording()
             self.prefs.save(self.bridge.settings, self.top_k, self.loop_files)
+            if not self.isFullScreen():
+                self.prefs.save_geometry(self.saveGeometry())
             self.bridge.shutdown()
             self._probe.wait(3000)
         super().closeEvent(event)
-
-
-def _source_advice(spec: SourceSpec | None, ev: StatusEvent) -> str:
-    """A banner text for a source problem: what happened and what to do."""
-    name = spec.display_name if spec is not None else ev.source_id
-    retry = f" Retrying in {ev.retry_in:.0f} s (attempt {ev.attempt})." if ev.retry_in is not None else ""
-    why = ev.message or ev.status.value
-    if ev.status is SourceStatus.STALLED:
-        return f"{name}: the stream stopped sending frames ({why}). Reconnecting by itself;{retry} check the camera and network."
-    if spec is not None and spec.kind == "webcam":
-        return (f"Camera {name} cannot be opened: {why}. It may be busy in another program (close it) or "
-                f"unplugged; pick another camera in the source list.{retry}")
-    if spec is not None and spec.kind == "stream":
-        return (f"Cannot reach {name}: {why}. Check the URL, the camera's address and port, the credentials and "
-                f"the network.{retry}")
-    if ev.status is SourceStatus.ERROR:
-        return f"Cannot play {name}: {why}. Check that the file is a video FFmpeg can decode."
-    return f"{name}: {why}.{retry}"
-

@@ -31,11 +31,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from ..capture import SourceSpec, SourceStatus, StatusEvent
 from ..config import CHOICES, Settings
+from ..overlay import Tag
 from ..types import Match, Track
+from .painter import QtOverlay
 
 __all__ = ["VideoView", "BannerArea", "MatchPanel", "SettingsDialog", "Heartbeat", "RateMeter",
-           "bgr_to_qimage", "jpeg_pixmap", "DialogValues"]
+           "bgr_to_qimage", "jpeg_pixmap", "DialogValues", "source_advice"]
 
 
 def bgr_to_qimage(image: np.ndarray) -> QImage:
@@ -57,14 +60,18 @@ def jpeg_pixmap(data: bytes | None, size: int) -> QPixmap | None:
 
 # --------------------------------------------------------------------------- video
 class VideoView(QWidget):
-    """Shows the annotated frame scaled to fit (aspect kept); ``clicked(x, y)`` in image pixels.
-    A HUD label sits in the top-left corner."""
+    """Shows the frame scaled to fit (aspect kept) with the overlay's tags painted on it by Qt
+    (``overlay``: a :class:`~lookalike_live.gui.painter.QtOverlay`); ``clicked(x, y)`` in image
+    pixels (as shown: mirrored when the preview is). A HUD label sits in the top-left corner."""
 
     clicked = pyqtSignal(float, float)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, overlay: QtOverlay | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.overlay = overlay or QtOverlay()
         self._image: QImage | None = None
+        self._tags: Sequence[Tag] = ()
+        self._selected: int | None = None
         self._target = QRectF()
         self.setMinimumSize(320, 180)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
@@ -80,10 +87,17 @@ class VideoView(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(960, 540)
 
-    def set_image(self, image: QImage | None) -> None:
+    def set_image(self, image: QImage | None, tags: Sequence[Tag] = (), selected: int | None = None) -> None:
+        """Show ``image`` (the frame as displayed) with ``tags`` (image coordinates) painted on it."""
         self._image = image
+        self._tags = tuple(tags)
+        self._selected = selected
         self._layout_target()
         self.update()
+
+    @property
+    def tags(self) -> Sequence[Tag]:
+        return self._tags
 
     @property
     def image(self) -> QImage | None:
@@ -112,6 +126,13 @@ class VideoView(QWidget):
         if self._image is not None and not self._target.isEmpty():
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             p.drawImage(self._target, self._image)
+            if self._tags:
+                p.save()
+                p.setClipRect(self._target)
+                p.translate(self._target.topLeft())
+                p.scale(self._target.width() / self._image.width(), self._target.height() / self._image.height())
+                self.overlay.paint(p, self._tags, self._selected)
+                p.restore()
         else:
             p.setPen(QColor(180, 180, 180))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
@@ -233,6 +254,24 @@ class BannerArea(QWidget):
 
     def keys(self) -> list[str]:
         return list(self._banners)
+
+
+def source_advice(spec: SourceSpec | None, ev: StatusEvent) -> str:
+    """A banner text for a source problem: what happened and what to do."""
+    name = spec.display_name if spec is not None else ev.source_id
+    retry = f" Retrying in {ev.retry_in:.0f} s (attempt {ev.attempt})." if ev.retry_in is not None else ""
+    why = ev.message or ev.status.value
+    if ev.status is SourceStatus.STALLED:
+        return f"{name}: the stream stopped sending frames ({why}). Reconnecting by itself;{retry} check the camera and network."
+    if spec is not None and spec.kind == "webcam":
+        return (f"Camera {name} cannot be opened: {why}. It may be busy in another program (close it) or "
+                f"unplugged; pick another camera in the source list.{retry}")
+    if spec is not None and spec.kind == "stream":
+        return (f"Cannot reach {name}: {why}. Check the URL, the camera's address and port, the credentials and "
+                f"the network.{retry}")
+    if ev.status is SourceStatus.ERROR:
+        return f"Cannot play {name}: {why}. Check that the file is a video FFmpeg can decode."
+    return f"{name}: {why}.{retry}"
 
 
 # --------------------------------------------------------------------------- match panel
