@@ -91,7 +91,7 @@ class Tag:
     box: tuple[int, int, int, int]  # x1, y1, x2, y2, clipped to the frame
     box_width: int
     rect: Rect | None  # the panel; None: box only
-    level: int = 0  # 0 full (photo), 1 compact (two lines), 2 tiny (one line)
+    level: int = 0  # 0 with the matched photo, 1 compact (no photo), 2 tiny (one line)
     texts: tuple[TextItem, ...] = ()
     thumb_rect: Rect | None = None
     thumbnail: bytes | None = None
@@ -272,16 +272,9 @@ class Annotator:
 
         col_w = max(mw(caption, cs), mw(name, ns, True) if name else 0, bar_min + gap + pct_w)
         col_h = lh(cs) + (lh(ns) if name else 0) + lh(ps)
-        if thumb:  # full: photo + caption, name, bar
-            size0 = (pad + ts + gap + col_w + pad, pad + max(ts, col_h) + pad)
-
-            def full(x: int, y: int, tag: Tag) -> Tag:
-                inner_h = size0[1] - 2 * pad
-                items, bar = column(x + pad + ts + gap, y + pad + (inner_h - col_h) // 2, col_w, True)
-                return replace(tag, rect=(x, y, *size0), level=0, texts=tuple(items),
-                               thumb_rect=(x + pad, y + pad + (inner_h - ts) // 2, ts, ts), thumbnail=thumb,
-                               bar_rect=bar)
-            out.append((size0, full))
+        if thumb:  # full: photo + caption, name, bar; then the same with a smaller photo (crowds)
+            for scale in (1.0, 0.7):
+                out.append(self._full(scale, ts, pad, gap, col_w, col_h, thumb, column))
         # compact: caption, name, bar (no photo)
         size1 = (pad + col_w + pad, pad + col_h + pad)
 
@@ -296,6 +289,20 @@ class Annotator:
         out.append((size2, lambda x, y, tag: replace(
             tag, rect=(x, y, *size2), level=2, texts=(TextItem(tiny_text, x + pad, y + pad // 2, ps, "percent"),))))
         return out
+
+    @staticmethod
+    def _full(scale: float, ts: int, pad: int, gap: int, col_w: int, col_h: int, thumb: bytes,
+              column: Callable[[int, int, int, bool], tuple[list[TextItem], Rect]],
+              ) -> tuple[tuple[int, int], Callable[[int, int, Tag], Tag]]:
+        s = max(16, int(round(ts * scale)))
+        size = (pad + s + gap + col_w + pad, pad + max(s, col_h) + pad)
+
+        def full(x: int, y: int, tag: Tag) -> Tag:
+            inner_h = size[1] - 2 * pad
+            items, bar = column(x + pad + s + gap, y + pad + (inner_h - col_h) // 2, col_w, True)
+            return replace(tag, rect=(x, y, *size), level=0, texts=tuple(items),
+                           thumb_rect=(x + pad, y + pad + (inner_h - s) // 2, s, s), thumbnail=thumb, bar_rect=bar)
+        return size, full
 
     # -- drawing ---------------------------------------------------------------------------------------
     def annotate(self, image: np.ndarray, result: FrameResult, tags: Sequence[Tag] | None = None) -> np.ndarray:

@@ -17,6 +17,9 @@ import pytest
 from lookalike_live.config import Settings
 
 GALLERY_PHOTOS = 120
+#: names in four scripts given to the identities of ``unicode_gallery`` (a test fixture: these are
+#: not the people in the CelebA photos)
+UNICODE_NAMES = ("Penélope Cruz", "Björk Guðmundsdóttir", "Владимир Высоцкий", "李小龙")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class LiveGallery:
 
 
 def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_PHOTOS,
-                  collection: str = "faces") -> LiveGallery:
+                  collection: str = "faces", names: dict[str, str] | None = None) -> LiveGallery:
+    """``names``: identity -> display name (default: the dataset's, "CelebA #<id>")."""
     import numpy as np
 
     from lookalike_live.align import largest_face
@@ -44,7 +48,7 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
 
     ds = open_dataset(celeba_dir, "celeba")
     items = ds.items[:limit]
-    ids, vecs, ident, names, paths, boxes, quality, thumbs = [], [], [], [], [], [], [], []
+    ids, vecs, ident, shown, paths, boxes, quality, thumbs = [], [], [], [], [], [], [], []
     settings = Settings(model="mobilefacenet", backend="onnx", detector="full")
     with FaceAnalyzer.from_settings(settings, store=store) as analyzer:
         for item in items:
@@ -56,7 +60,7 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
             ids.append(face_id(ds.name, item.rel_path, 0))
             vecs.append(res.embeddings.vectors[i])
             ident.append(item.identity)
-            names.append(item.name)
+            shown.append((names or {}).get(item.identity, item.name))
             paths.append(item.rel_path)
             boxes.append(res.detections.xyxy[i])
             quality.append(float(res.crops.quality[i]))
@@ -65,7 +69,7 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
         model = analyzer.spec.name
     with Gallery(uri, collection=collection) as g:
         g.ensure(dim=dim, model=model)
-        g.upsert_faces(ids, np.stack(vecs), ident, names, ds.name, paths, bbox=np.stack(boxes), quality=quality,
+        g.upsert_faces(ids, np.stack(vecs), ident, shown, ds.name, paths, bbox=np.stack(boxes), quality=quality,
                        thumbnail=thumbs)
         g.flush()
         g.rebuild_centroids()  # as `index build` does: live matching searches identity centroids
@@ -77,6 +81,21 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
 def live_gallery(tmp_path_factory: pytest.TempPathFactory, model_store: Path, celeba_dir: Path) -> LiveGallery:
     folder = tmp_path_factory.mktemp("live-gallery")
     return build_gallery(str(folder / "gallery.db"), model_store, celeba_dir)
+
+
+def unicode_names(celeba_dir: Path) -> dict[str, str]:
+    """identity -> one of UNICODE_NAMES, round robin over the identities in file order."""
+    from lookalike_live.datasets import open_dataset
+
+    idents = list(dict.fromkeys(item.identity for item in open_dataset(celeba_dir, "celeba").items))
+    return {ident: UNICODE_NAMES[i % len(UNICODE_NAMES)] for i, ident in enumerate(idents)}
+
+
+@pytest.fixture(scope="session")
+def unicode_gallery(tmp_path_factory: pytest.TempPathFactory, model_store: Path, celeba_dir: Path) -> LiveGallery:
+    """The live gallery's photos with non-ASCII names (Latin accents, Icelandic, Cyrillic, CJK)."""
+    folder = tmp_path_factory.mktemp("unicode-gallery")
+    return build_gallery(str(folder / "gallery.db"), model_store, celeba_dir, names=unicode_names(celeba_dir))
 
 
 @pytest.fixture

@@ -27,7 +27,14 @@ pytest.importorskip("PyQt6")
 pytest.importorskip("pytestqt")
 
 from gui_helpers import app_cli_command, app_parser, clip_frame, far_from_boxes, ring_mask  # noqa: E402
-from live_fixtures import LiveGallery, gallery_copy, live_gallery  # noqa: E402, F401
+from live_fixtures import (  # noqa: E402, F401
+    UNICODE_NAMES,
+    LiveGallery,
+    gallery_copy,
+    live_gallery,
+    unicode_gallery,
+    unicode_names,
+)
 from PyQt6.QtCore import QPoint, QSettings, Qt  # noqa: E402
 
 from lookalike_live.config import Settings  # noqa: E402
@@ -405,16 +412,15 @@ def _check_screenshot(info: dict, shot: Path, clip: Path) -> None:
     for t in tracks:  # every box outline drawn
         assert diff[ring_mask(diff.shape, tuple(t["xyxy"]))].mean() > 30, t
     shown_thumbs = 0
-    for t in tracks:  # the matched photo's thumbnail right of (or left of) decided boxes
-        if t["state"] != "decided" or not t["has_thumbnail"]:
+    for g in info["tags"]:  # the matched photo where the layout put it: not the video there
+        if g["thumb_rect"] is None:
             continue
-        x1, y1, x2, _ = (int(round(v)) for v in t["xyxy"])
-        tx = x2 + 2 if x2 + 2 + 64 <= iw else max(0, x1 - 64 - 6)
-        ty = max(0, min(ih - 64, y1))
-        if diff[ty:ty + 64, tx:tx + 64].mean() > 25:
+        x, y, s, _ = g["thumb_rect"]
+        if diff[y:y + s, x:x + s].mean() > 25:
             shown_thumbs += 1
     assert shown_thumbs >= 1, info
-    assert any(t["label"] and t["identity"] and t["identity"] in t["label"] for t in tracks if t["state"] == "decided")
+    labels = {t["id"]: t["label"] for t in tracks}
+    assert any(t["identity"] and t["name"] in labels[t["id"]] for t in tracks if t["state"] in ("decided", "unknown"))
 
 
 def _run_app_cli(prefix: list[str], gallery: LiveGallery, clip: Path, tmp_path: Path, env: dict[str, str]) -> dict:
@@ -459,3 +465,112 @@ def test_app_command_screenshot_offscreen(gallery_copy: LiveGallery, hamilton_cl
     env = _clean_env(tmp_path)
     env["QT_QPA_PLATFORM"] = "offscreen"
     _run_app_cli([], gallery_copy, hamilton_clip, tmp_path, env)
+
+
+# --------------------------------------------------------------------------- what the window shows, from its pixels
+def _qt_reference(text: str, size: int, bold: bool, family: str, scale: float) -> np.ndarray:
+    """``text`` drawn white on black by Qt in this process (its own painter and canvas), at the window's
+    scale: the reference the window's pixels are compared with. Gray (H, W) uint8."""
+    from PyQt6.QtCore import QRectF
+    from PyQt6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter
+
+    f = QFont(family)
+    f.setPixelSize(size)
+    f.setBold(bold)
+    f.setHintingPreference(QFont.HintingPreference.PreferNoHinting)
+    fm = QFontMetricsF(f)
+    w, h = fm.horizontalAdvance(text) + 2, max(fm.height(), size * 1.25)
+    img = QImage(int(np.ceil(w * scale)) + 2, int(np.ceil(h * scale)) + 2, QImage.Format.Format_RGB32)
+    img.fill(QColor(0, 0, 0))
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.TextAntialiasing, True)
+    p.scale(scale, scale)
+    p.setFont(f)
+    p.setPen(QColor(255, 255, 255))
+    p.drawText(QRectF(0, 0, w, h), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
+    p.end()
+    ptr = img.constBits()
+    ptr.setsize(img.sizeInBytes())
+    arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine() // 4, 4)[:, :img.width(), :3]
+    gray = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_BGR2GRAY)
+    ys, xs = np.nonzero(gray > 40)
+    return gray[max(0, ys.min() - 1):ys.max() + 2, max(0, xs.min() - 1):xs.max() + 2]  # the ink, tight
+
+
+def _find(shot_gray: np.ndarray, ref: np.ndarray, x: float, y: float, slack: int = 10) -> float:
+    """Best normalised correlation of ``ref`` within ``slack`` px of (x, y) in the screenshot."""
+    h, w = ref.shape
+    x0, y0 = max(0, int(x) - slack), max(0, int(y) - slack)
+    region = shot_gray[y0:int(y) + h + 2 * slack, x0:int(x) + w + 2 * slack]
+    if region.shape[0] < h or region.shape[1] < w:
+        return -1.0
+    return float(cv2.matchTemplate(region, ref, cv2.TM_CCOEFF_NORMED).max())
+
+
+def test_window_pixels_show_name_similarity_and_photo_for_every_answered_face(
+        unicode_gallery: LiveGallery, hamilton_clip: Path, tmp_path: Path, celeba_dir: Path, qapp) -> None:  # noqa: F811  # type: ignore[no-untyped-def]
+    """The real app under Xvfb, on the clip, against a gallery whose names are in four scripts: in the
+    X server's pixels of the window, every answered face has its celebrity's photo (the gallery's
+    thumbnail), its name (Latin accents, Icelandic, Cyrillic, CJK: drawn, not "?") and its similarity."""
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        pytest.skip("xvfb-run not found (apt-get install xvfb)")
+    from lookalike_live.gallery import Gallery
+
+    src = Path(unicode_gallery.uri).parent
+    shutil.copytree(src, tmp_path / "g")
+    uri = str(tmp_path / "g" / "gallery.db")
+    shot = tmp_path / "shot.png"
+    cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24"] + app_cli_command() + [
+        "app", "--source", str(hamilton_clip), "--model", "mobilefacenet", "--backend", "onnx",
+        "--milvus-uri", uri, "--collection", unicode_gallery.collection, "--threshold", str(THRESHOLD),
+        "--models-dir", str(unicode_gallery.store), "--gui-settings", str(tmp_path / "gui.ini"),
+        "--output-dir", str(tmp_path / "out"), "--detector", "full", "--no-loop",
+        "--screenshot", str(shot), "--frames", "225", "--quit-after", "90", "--json",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=_clean_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(shot.with_suffix(".json").read_text())
+    assert info["grab"] == "screen"  # the X server's pixels, not a widget render
+    img = cv2.imread(str(shot))
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    vx, vy, vw, _ = info["video_rect"]
+    scale = vw / info["image_size"][0]
+    names = unicode_names(celeba_dir)
+    answered = [g for g in info["tags"] if g["look"] in ("strong", "faint")]
+    assert len(answered) >= 2, info["tags"]  # a frame of the audience (several faces)
+    tracks = {t["id"]: t for t in info["tracks"]}
+    with Gallery(uri, collection=unicode_gallery.collection) as gallery:
+        thumbs = gallery.thumbnails({tracks[g["track"]]["face_id"] for g in answered})
+    scripts = set()
+    for g in answered:
+        t = tracks[g["track"]]
+        expected_name = names[t["identity"]]
+        assert g["name"] == expected_name and g["level"] == 0, g  # every answered face: with its photo
+        texts = {i["role"]: i for i in g["texts"]}
+        # the name, in the window's pixels, reads as the name rendered independently (not as "???")
+        item = texts["name"]
+        assert item["text"] == expected_name
+        at = (vx + item["x"] * scale, vy + item["y"] * scale)
+        ref = _qt_reference(expected_name, item["size"], item["bold"], item["family"], scale)
+        score = _find(gray, ref, *at)
+        wrong = _find(gray, _qt_reference("?" * len(expected_name), item["size"], item["bold"], item["family"],
+                                          scale), *at)
+        assert score > 0.8 and score > wrong + 0.3, (expected_name, score, wrong)
+        scripts.add(UNICODE_NAMES.index(expected_name))
+        # the similarity, as a percentage
+        item = texts["percent"]
+        assert item["text"] == f"{round(min(max(t['score'], 0.0), 1.0) * 100)}%"
+        ref = _qt_reference(item["text"], item["size"], item["bold"], item["family"], scale)
+        assert _find(gray, ref, vx + item["x"] * scale, vy + item["y"] * scale) > 0.8, item
+        # the matched photo: the gallery's thumbnail of the matched face, where the tag puts it
+        data = thumbs[t["face_id"]]
+        assert data, t
+        x, y, s, _ = g["thumb_rect"]
+        px, py, ps = int(round(vx + x * scale)), int(round(vy + y * scale)), int(round(s * scale))
+        photo = cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), (ps, ps),
+                           interpolation=cv2.INTER_AREA)
+        shown = img[py + 2:py + ps - 2, px + 2:px + ps - 2].astype(np.float32)
+        corr = np.corrcoef(shown.ravel(), photo[2:-2, 2:-2].astype(np.float32).ravel())[0, 1]
+        assert corr > 0.8, (t, corr)
+    print(f"window: {len(answered)} answered faces checked, scripts {sorted(scripts)}, frame {info['frame_index']}")

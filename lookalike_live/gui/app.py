@@ -51,7 +51,11 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     screen = window.screen()
     on_screen = QGuiApplication.platformName() == "xcb" and screen is not None and window.isVisible()
-    # under X (a desktop or Xvfb): the pixels the X server shows; elsewhere the widgets rendered
+    # under X (a desktop or Xvfb): the pixels the X server shows; elsewhere the widgets rendered.
+    # Paint the frame being described now (an update() would paint it later) and let X catch up.
+    if on_screen:
+        window.repaint()
+        QGuiApplication.sync()
     pm = screen.grabWindow(int(window.winId())) if on_screen else window.grab()
     if pm.isNull():
         on_screen, pm = False, window.grab()
@@ -78,14 +82,14 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
         "tracks": [
             {"id": t.track_id, "xyxy": [round(float(v), 2) for v in t.xyxy], "state": t.state.value,
              "label": label_for(t, open_set), "identity": t.best.identity if t.best else None,
-             "name": t.best.name if t.best else None,
+             "name": t.best.name if t.best else None, "face_id": t.best.face_id if t.best else None,
              "score": round(t.best.score, 4) if t.best else None,
              "has_thumbnail": bool(getattr(t.best, "thumbnail", None)) if t.best else False}
             for t in (res.tracks if res is not None else ())
         ],
         "mirrored": window.mirrored if res is not None else False,
         "open_set": open_set,
-        "tags": [_tag_record(g) for g in window.tags],
+        "tags": [_tag_record(g, window.overlay) for g in window.tags],
         "frames_shown": window.frames_shown,
         "display_fps": round(window.display_meter.overall(), 2),
         "max_stall_ms": round(window.heartbeat.max_gap_ms, 2),
@@ -95,16 +99,19 @@ def capture_window(window: Any, path: str | Path) -> dict[str, Any]:
     return info
 
 
-def _tag_record(tag: Any) -> dict[str, Any]:
-    """A Tag (overlay.py) as JSON: what is drawn where, in image pixels as shown."""
+def _tag_record(tag: Any, overlay: Any) -> dict[str, Any]:
+    """A Tag (overlay.py) as JSON: what is drawn where, in image pixels as shown, and with which
+    font family (Qt adds fallback fonts for characters it lacks)."""
+    from PyQt6.QtGui import QFontInfo
+
     return {
         "track": tag.track_id, "look": tag.look.value, "level": tag.level, "box": list(tag.box),
         "rect": list(tag.rect) if tag.rect else None, "identity": tag.identity, "name": tag.name,
         "score": round(tag.score, 4) if tag.score is not None else None,
         "thumb_rect": list(tag.thumb_rect) if tag.thumb_rect else None, "has_thumbnail": bool(tag.thumbnail),
         "bar_rect": list(tag.bar_rect) if tag.bar_rect else None,
-        "texts": [{"text": t.text, "x": t.x, "y": t.y, "size": t.size, "role": t.role, "bold": t.bold}
-                  for t in tag.texts],
+        "texts": [{"text": t.text, "x": t.x, "y": t.y, "size": t.size, "role": t.role, "bold": t.bold,
+                   "family": QFontInfo(overlay.font(t.size, t.bold)).family()} for t in tag.texts],
     }
 
 
