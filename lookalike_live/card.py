@@ -20,7 +20,7 @@ from .overlay import display_name, elide, percent, pillow_measure
 from .text import default_renderer
 from .types import Match, Track, TrackState
 
-__all__ = ["CardFace", "faces_from_tracks", "make_card", "save_card"]
+__all__ = ["CardFace", "faces_from_tracks", "make_card", "save_card", "check_card_path"]
 
 WIDTH = 760
 PHOTO = 150  # face crop and matched photo, px
@@ -164,13 +164,19 @@ def make_card(image: np.ndarray, faces: Sequence[CardFace], selected: int | None
     return card
 
 
-def save_card(card: np.ndarray, path: str | Path) -> Path:
-    """Write ``card`` as PNG at ``path`` (through a temp file: never half a file); returns the path."""
+def check_card_path(path: str | Path) -> Path:
+    """The card's path, refused before any work when it cannot be a PNG file."""
     out = Path(path)
-    if out.suffix.lower() != ".png":
-        raise ConfigError(f"--card writes a PNG: give a path ending in .png, not {out.name}")
     if out.is_dir():
         raise ConfigError(f"--card {out} is a folder: give a file name, e.g. {out / 'card.png'}")
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--card writes a PNG: give a path ending in .png, not {out.name}")
+    return out
+
+
+def save_card(card: np.ndarray, path: str | Path) -> Path:
+    """Write ``card`` as PNG at ``path`` (through a temp file: never half a file); returns the path."""
+    out = check_card_path(path)
     ok, buf = cv2.imencode(".png", card)
     if not ok:
         raise ConfigError("could not encode the card as PNG")

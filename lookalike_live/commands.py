@@ -121,12 +121,13 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- match (photo mode)
 def cmd_match(args: argparse.Namespace) -> int:
-    from .card import CardFace, make_card, save_card
+    from .card import CardFace, check_card_path, make_card, save_card
     from .imageio import iter_image_files, read_image
     from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
     if args.card is not None:
+        check_card_path(args.card)
         photos = list(iter_image_files(args.paths))
         if len(photos) != 1:
             raise ConfigError(f"--card makes the card of one photo; {len(photos)} images were given "

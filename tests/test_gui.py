@@ -574,3 +574,95 @@ def test_window_pixels_show_name_similarity_and_photo_for_every_answered_face(
         corr = np.corrcoef(shown.ravel(), photo[2:-2, 2:-2].astype(np.float32).ravel())[0, 1]
         assert corr > 0.8, (t, corr)
     print(f"window: {len(answered)} answered faces checked, scripts {sorted(scripts)}, frame {info['frame_index']}")
+
+
+# --------------------------------------------------------------------------- habits of a live camera app
+def test_pause_keys_card_fullscreen_open_set_and_remembered_view(qtbot, make_window, live_gallery: LiveGallery,  # noqa: F811
+                                                                 hamilton_clip: Path, tmp_path: Path,
+                                                                 prefs: Preferences) -> None:
+    assert prefs.geometry() is None
+    w = make_window(live_gallery.settings(threshold=THRESHOLD), live_gallery.store)
+    assert w.start(str(hamilton_clip))
+    _wait_frames(qtbot, w, lambda: w.result is not None and any(t.best is not None for t in w.result.tracks))
+    # first open: the window is sized to the video: a 640x360 clip at 1x-1.5x (960x540 at most), the whole
+    # window within 90 % of the screen (the default size before the first frame leaves ~600 px of video)
+    avail = w.screen().availableGeometry()
+    assert 360 <= w.video.height() <= 541 and w.height() <= avail.height() * 0.9 + 1, (w.size(), avail)
+    assert w.video.width() >= w.video.height() * 16 / 9 - 2
+    assert w.video.hasFocus()  # single-key shortcuts go to the window, not into the source field
+
+    # Space pauses: the file stops reading (no frame skipped when it resumes), the display freezes
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)
+    assert w.paused and w.bridge.engine.capture.paused and w.act_pause.text() == "Resume"
+    frozen = w.result.frame.index
+    qtbot.wait(1500)
+    assert w.result.frame.index == frozen
+    qtbot.keyClick(w.video, Qt.Key.Key_Space)
+    assert not w.paused and not w.bridge.engine.capture.paused
+    _wait_frames(qtbot, w, lambda: w.result.frame.index > frozen, 10)
+    assert w.result.frame.index - frozen < 20  # resumed where it stopped (1.5 s at 30 fps would be 45)
+
+    # S: snapshot; C: lookalike card (PNG, each face beside its celebrity)
+    qtbot.keyClick(w.video, Qt.Key.Key_S)
+    _wait_frames(qtbot, w, lambda: any((tmp_path / "out").glob("lookalike-snapshot-*.png")), 5)
+    _wait_frames(qtbot, w, lambda: any(t.best is not None and t.state is not TrackState.LOST
+                                       for t in w.result.tracks), 20)
+    qtbot.keyClick(w.video, Qt.Key.Key_C)
+    cards = list((tmp_path / "out").glob("lookalike-card-*.png"))
+    assert len(cards) == 1
+    card = cv2.imread(str(cards[0]))
+    assert card is not None and card.shape[1] == 760 and card.shape[0] > 300
+
+    # F: full screen, Esc leaves it (and a second Esc closes the panel)
+    qtbot.keyClick(w.video, Qt.Key.Key_F)
+    _wait_frames(qtbot, w, lambda: bool(w.windowState() & Qt.WindowState.WindowFullScreen), 5)
+    qtbot.keyClick(w.video, Qt.Key.Key_Escape)
+    _wait_frames(qtbot, w, lambda: not w.windowState() & Qt.WindowState.WindowFullScreen, 5)
+
+    # O: open set ("unknown" below the threshold), remembered
+    assert not w.annotator.open_set
+    qtbot.keyClick(w.video, Qt.Key.Key_O)
+    assert w.annotator.open_set and prefs.flag("open_set", False)
+    _wait_frames(qtbot, w, lambda: w.result is not None and w.tags is not None, 5)
+    assert all(g.look.value != "faint" for g in w.tags)
+    w.stop()
+    _wait_frames(qtbot, w, lambda: not w.bridge.is_running and not w.bridge.engine.running, 15)
+    size = w.size()
+    w.close()
+    assert prefs.geometry() is not None
+    # a second window remembers the size, open set and (M) the mirror choice
+    w2 = make_window(live_gallery.settings(threshold=THRESHOLD), live_gallery.store)
+    assert abs(w2.width() - size.width()) <= 4 and abs(w2.height() - size.height()) <= 4, (w2.size(), size)
+    assert w2.annotator.open_set and w2.mirror_webcam
+    w2.toggle_mirror()
+    assert not prefs.flag("mirror_webcam", True)
+
+
+def test_webcam_preview_is_mirrored_with_readable_labels_and_clicks(qtbot, make_window, live_gallery: LiveGallery,  # noqa: F811
+                                                                     hamilton_clip: Path) -> None:
+    """No camera here: the window shows a real frame of the clip as a webcam source would arrive."""
+    from lookalike_live.capture import parse_source
+    from lookalike_live.pipeline import Engine
+    from lookalike_live.types import Frame
+
+    settings = live_gallery.settings(threshold=THRESHOLD)
+    with Engine.from_settings(settings, store=live_gallery.store) as engine:
+        res = engine.process(Frame("webcam:0", 0, 0.0, clip_frame(hamilton_clip, 200)))
+    assert res.tracks
+    w = make_window(settings, live_gallery.store, mirror=True)
+    w.mode = "live"
+    w.bridge._source = parse_source("webcam:0")  # noqa: SLF001 - what start() records for a webcam
+    w.show_result(res)
+    assert w.mirrored
+    raw = res.frame.image
+    assert np.array_equal(w.shown_image, raw[:, ::-1])
+    track = max(res.tracks, key=lambda t: t.xyxy[2] - t.xyxy[0])
+    tag = next(g for g in w.tags if g.track_id == track.track_id)
+    x1, _, x2, _ = track.xyxy
+    assert tag.box[0] == pytest.approx(640 - x2, abs=1) and tag.box[2] == pytest.approx(640 - x1, abs=1)
+    # a click on the face as shown (mirrored) selects it
+    _click_track(qtbot, w, tag.box)
+    assert w.selected == track.track_id
+    # M: the plain view again
+    w.toggle_mirror()
+    assert not w.mirrored and np.array_equal(w.shown_image, raw)

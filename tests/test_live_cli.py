@@ -7,8 +7,17 @@ import logging
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
-from live_fixtures import LiveGallery, gallery_copy, live_gallery, live_main, live_parser  # noqa: F401
+from live_fixtures import (  # noqa: F401
+    UNICODE_NAMES,
+    LiveGallery,
+    gallery_copy,
+    live_gallery,
+    live_main,
+    live_parser,
+    unicode_gallery,
+)
 
 CLIP_FRAMES = 275
 
@@ -89,3 +98,66 @@ def test_run_errors_are_clear(models_env: LiveGallery, hamilton_clip: Path, tmp_
     # a missing model names the install command
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(tmp_path / "no-models"))
     assert "lookalike-live models fetch" in error(["run", "--source", str(hamilton_clip), "--headless", *base])
+
+
+def _pillow_reference(text: str, size: int) -> np.ndarray:
+    """``text`` white on black with Pillow and the first installed font holding all of it (independent
+    of the overlay's per-character runs), tight around the ink. Gray uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from lookalike_live.text import _cmap, font_chain
+
+    fonts = [p for p in font_chain() if all(ord(c) in _cmap(p) for c in text if not c.isspace())]
+    if not fonts:
+        pytest.skip(f"no installed font holds {text!r} (Debian: fonts-dejavu-core, fonts-wqy-microhei)")
+    font = ImageFont.truetype(fonts[0], size)
+    img = Image.new("L", (int(font.getlength(text)) + 8, size * 2), 0)
+    ImageDraw.Draw(img).text((4, size), text, font=font, fill=255, anchor="lm")
+    arr = np.asarray(img)
+    ys, xs = np.nonzero(arr > 40)
+    return np.ascontiguousarray(arr[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+
+
+def test_run_out_video_shows_non_ascii_names(unicode_gallery: LiveGallery, hamilton_clip: Path,  # noqa: F811
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --headless --out` (lookalike mode, the default) on a gallery named in four scripts: each
+    name the events announce is drawn in the video as a reference rendering of the same text draws it
+    (Latin accents, Icelandic, Cyrillic, CJK), not as OpenCV's "?"."""
+    monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(unicode_gallery.store))
+    out, events = tmp_path / "annotated.mp4", tmp_path / "events.jsonl"
+    code = live_main(["run", "--source", str(hamilton_clip), "--headless", "--out", str(out), "--events", str(events),
+                      "--model", "mobilefacenet", "--backend", "onnx", "--milvus-uri", unicode_gallery.uri,
+                      "--detector", "full", "--json"])
+    assert code == 0
+    capsys.readouterr()
+    recs = [json.loads(line) for line in events.read_text().splitlines()]
+    decided = [r for r in recs if r["event"] == "identity_decided"]
+    assert decided
+    for r in decided:  # both answers: the nearest always, and the open-set decision with its strength
+        assert r["nearest"]["name"] in UNICODE_NAMES and r["decision"] in ("match", "unknown")
+        assert r["resemblance"] == ("strong" if r["decision"] == "match" else "faint")
+        assert (r["match"] is None) == (r["decision"] == "unknown")
+    names = {r["nearest"]["name"] for r in decided}
+    refs = {n: _pillow_reference(n, 14) for n in names}
+    wrong = {n: _pillow_reference("?" * len(n), 14) for n in names}
+    best = dict.fromkeys(names, -1.0)
+    best_wrong = dict.fromkeys(names, -1.0)
+    cap = cv2.VideoCapture(str(out))
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            for n in names:
+                best[n] = max(best[n], float(cv2.matchTemplate(gray, refs[n], cv2.TM_CCOEFF_NORMED).max()))
+                best_wrong[n] = max(best_wrong[n],
+                                    float(cv2.matchTemplate(gray, wrong[n], cv2.TM_CCOEFF_NORMED).max()))
+    finally:
+        cap.release()
+    print("label vs reference (best over frames):", {n: round(v, 3) for n, v in best.items()},
+          "as '?':", {n: round(v, 3) for n, v in best_wrong.items()})
+    for n in names:
+        assert best[n] > 0.8 and best[n] > best_wrong[n] + 0.2, (n, best[n], best_wrong[n])
+    assert len(names) >= 2

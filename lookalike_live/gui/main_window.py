@@ -289,6 +289,7 @@ class MainWindow(OutputActions, QMainWindow):
         self.display_meter.reset()
         hist = self.prefs.add_history(spec.text or text)
         self._set_history(hist, text)
+        self.video.setFocus()  # Space, S, C, F, M work at once (not typed into the source field)
         self.lbl_source.setText(f"source: {spec.display_name} (connecting…)")
         self.act_start.setText("Stop")
         return True
@@ -479,7 +480,10 @@ class MainWindow(OutputActions, QMainWindow):
         if avail is not None:
             scale = min(scale, (avail.width() * 0.9 - extra_w) / w, (avail.height() * 0.9 - extra_h) / h)
         toolbar = max((tb.sizeHint().width() for tb in self.findChildren(QToolBar)), default=0)
-        self.resize(max(480, toolbar, int(w * scale) + extra_w), max(320, int(h * scale) + extra_h))
+        width, height = max(480, toolbar, int(w * scale) + extra_w), max(320, int(h * scale) + extra_h)
+        if avail is not None:  # never wider or taller than the screen
+            width, height = min(width, int(avail.width() * 0.95)), min(height, int(avail.height() * 0.95))
+        self.resize(width, height)
 
     def _track(self, track_id: int) -> Track | None:
         if self.result is None:
@@ -536,6 +540,7 @@ class MainWindow(OutputActions, QMainWindow):
         if self.bridge.is_running:
             self.stop()
         self.mode = "photo"
+        self.video.setFocus()
         self.photo_name = Path(path).name
         self.statusBar().showMessage(f"Matching the faces of {self.photo_name}…")
         self.banners.clear("photo")

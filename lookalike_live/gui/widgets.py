@@ -76,6 +76,7 @@ class VideoView(QWidget):
         self.setMinimumSize(320, 180)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # the single-key shortcuts work once video shows
         self.hud = QLabel(self)
         self.hud.setObjectName("hud")
         self.hud.setStyleSheet("QLabel#hud { background: rgba(0,0,0,150); color: #e8e8e8; padding: 4px;"
