@@ -43,7 +43,7 @@ class Settings:
     milvus_uri: str | None = None  # None: the embedded Milvus Lite file in the data dir
     token: str | None = None
     collection: str = "faces"
-    threshold: float = 0.35  # cosine similarity below which a face has "no close lookalike"
+    threshold: float = 0.35  # cosine similarity: at or above "looks like" (open set: a match), below "a bit like" (open set: unknown)
     max_faces: int = 16
     top_k: int = 10
     # how a face is matched: "identity" = the nearest identity centroid (mean of its photos), which

@@ -276,7 +276,8 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
         "monitor", help="watch RTSP cameras headless: JSON-lines events, snapshots, Prometheus metrics",
         description="Run every camera until SIGINT/SIGTERM (or --duration): events track_started, "
         "identity_decided, identity_changed, track_ended, camera_status, search_status as JSON lines "
-        "(camera, time, bbox, match, score), JPEG snapshots of decided faces, per-camera health in the "
+        "(camera, time, bbox, nearest, decision, match, score: open set, see the README), JPEG snapshots of "
+        "decided faces with their overlay, per-camera health in the "
         "log, optional Prometheus /metrics. Cameras reconnect by themselves; the events file is complete "
         "(every line valid JSON) when the command exits.",
     )

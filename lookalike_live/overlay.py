@@ -202,7 +202,7 @@ class Annotator:
         variants = [self._variants(tracks[i], looks[i], u, measure) if tracks[i].track_id >= 0 else []
                     for i in range(len(tracks))]
         placed = place_rects((w, h), boxes, [(i, [v[0] for v in variants[i]]) for i in order],
-                             gap=max(2, int(round(3 * u))))
+                             gap=max(2, int(round(3 * u))), cell=max(4, int(round(4 * u))))
         tags: list[Tag] = []
         for i, t in enumerate(tracks):
             look = looks[i]
@@ -335,8 +335,8 @@ class Annotator:
         if tag.leader is not None:
             cv2.line(img, tag.leader[0], tag.leader[1], tag.color, 1, cv2.LINE_AA)
         region = img[y0:y1, x0:x1]
-        region[:] = (region.astype(np.float32) * (1 - self.panel_alpha)
-                     + np.asarray(self.panel_color, np.float32) * self.panel_alpha).astype(np.uint8)
+        cv2.addWeighted(region, 1 - self.panel_alpha, _solid(region.shape, self.panel_color), self.panel_alpha, 0,
+                        dst=region)
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), tag.color, 1)
         if tag.thumb_rect is not None and tag.thumbnail:
             tx, ty, s, _ = tag.thumb_rect
@@ -474,6 +474,14 @@ def _distance(x: np.ndarray, y: np.ndarray, w: int, h: int, box: tuple[int, int,
     dx = np.maximum(np.maximum(bx1 - (x + w), x - bx2), 0)
     dy = np.maximum(np.maximum(by1 - (y + h), y - by2), 0)
     return np.hypot(dx, dy) + 0.01 * np.abs(y - by1)
+
+
+@functools.lru_cache(maxsize=64)
+def _solid(shape: tuple[int, ...], color: _BGR) -> np.ndarray:
+    arr = np.empty(shape, np.uint8)
+    arr[:] = color
+    arr.setflags(write=False)
+    return arr
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,7 +30,7 @@ once the gallery is back).
 
 Voting: every answer adds ``quality * max(score, 0)`` of its top-1 hit to that identity's vote. The
 identity with the largest vote wins; its score is the quality-weighted mean of its top-1 scores.
-Open set: below ``threshold`` the track is ``UNKNOWN`` ("no close lookalike", with that best score),
+Open set: below ``threshold`` the track is ``UNKNOWN`` (the overlay says "a bit like", or "unknown" in open set),
 otherwise ``DECIDED``. ``top_k`` > 0 also keeps, per track, the K best identities seen (max score).
 """
 

@@ -224,7 +224,7 @@ class Match:
 class TrackState(str, enum.Enum):
     TENTATIVE = "tentative"  # seen, no decision yet
     DECIDED = "decided"  # identity chosen (match above threshold)
-    UNKNOWN = "unknown"  # decided: no close lookalike (best score below threshold)
+    UNKNOWN = "unknown"  # decided: best score below the threshold ("a bit like"; open set: unknown)
     SEARCH_UNAVAILABLE = "search_unavailable"  # gallery unreachable for now
     LOST = "lost"  # not matched in recent frames, about to end
 

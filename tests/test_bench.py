@@ -25,7 +25,7 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     out, plots = tmp_path / "res" / "bench.json", tmp_path / "res"
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--sections", "accuracy", "detect",
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--sections", "accuracy", "detect", "overlay",
          "--out", str(out), "--plots", str(plots), "--readme", str(readme)],
         capture_output=True, text=True, env=env, timeout=900,
     )
@@ -50,6 +50,10 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     assert "| Identification, facenet-casia-webface | not run: not installed" in text
     assert f"{det['detection']['full']['ms_p50']:.2f} ms/frame" in text
     assert "Not in this run: embed, build, search, live." in text
+    ov = res["sections"]["overlay"]["cases"]
+    assert [(c["size"], c["faces"]) for c in ov] == [(s, n) for s in ("640x360", "1280x720") for n in (1, 4, 16)]
+    assert all(c["headless_ms"] > 0 and c["qt_ms"] > 0 and c["cv2_reference_ms"] > 0 for c in ov)
+    assert ov[0]["with_photo"] == 1 and "| Overlay, 16 faces at 640x360" in text
     assert "![Latency histograms" in text and "(res/latency.png)" in text
     # the README can be rewritten from the JSON alone, and then nothing changes
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--from-json", str(out),

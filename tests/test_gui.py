@@ -666,3 +666,32 @@ def test_webcam_preview_is_mirrored_with_readable_labels_and_clicks(qtbot, make_
     # M: the plain view again
     w.toggle_mirror()
     assert not w.mirrored and np.array_equal(w.shown_image, raw)
+
+
+def test_qt_painter_bad_input_and_a_crowd(qapp) -> None:  # type: ignore[no-untyped-def]
+    """Qt paints a broken photo as a grey square, 16 faces and 200-character names without error."""
+    from lookalike_live.gallery import GalleryMatch
+    from lookalike_live.gui.painter import QtOverlay, render_bgr
+    from lookalike_live.overlay import Annotator
+    from lookalike_live.types import FaceDetections, Frame, FrameResult, Track
+
+    tracks = [Track(k, (10.0 + (k % 8) * 80, 20.0 + (k // 8) * 170, 60.0 + (k % 8) * 80, 70.0 + (k // 8) * 170),
+                    GalleryMatch(str(k), "Ж" * 200 if k % 3 else "李小龙", 0.5, "x.jpg", k, "celeba",
+                                 b"\xff\xd8 broken"), state=TrackState.DECIDED) for k in range(16)]
+    image = np.full((360, 640, 3), 50, np.uint8)
+    dets = FaceDetections(np.array([t.xyxy for t in tracks], np.float32), np.ones(16, np.float32),
+                          np.zeros((16, 6, 2), np.float32))
+    res = FrameResult(Frame("t", 0, 0.0, image), dets, tuple(tracks))
+    overlay = QtOverlay(Annotator())
+    tags = overlay.annotator.layout(res, overlay.measure)
+    out = render_bgr(image, tags, overlay)
+    assert out.shape == image.shape
+    assert all(g.rect is not None for g in tags)
+    one = FrameResult(res.frame, dets[np.array([0])], tracks[:1])
+    tags = overlay.annotator.layout(one, overlay.measure)
+    out = render_bgr(image, tags, overlay)
+    with_photo = [g for g in tags if g.thumb_rect is not None]
+    assert with_photo
+    for g in with_photo:
+        x, y, s, _ = g.thumb_rect
+        assert tuple(out[y + s // 2, x + s // 2]) == (90, 90, 90)

@@ -185,3 +185,35 @@ def test_monitor_rtsp_camera_goes_away_and_comes_back(gallery_copy: LiveGallery,
     assert started == ended  # clean shutdown ends every track
     shots = [r["snapshot"] for r in stage if "snapshot" in r]
     assert shots and all(Path(p).is_file() and Path(p).read_bytes()[:2] == b"\xff\xd8" for p in shots)
+
+
+def test_snapshot_shows_the_face_with_its_open_set_overlay(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from lookalike_live.gallery import GalleryMatch
+    from lookalike_live.monitor import save_snapshot
+    from lookalike_live.overlay import Annotator
+    from lookalike_live.types import FaceDetections, Frame, FrameResult
+
+    photo = np.zeros((96, 96, 3), np.uint8)
+    photo[:, :48] = (255, 0, 0)
+    photo[:, 48:] = (0, 0, 255)
+    thumb = cv2.imencode(".jpg", photo)[1].tobytes()
+    image = np.full((360, 640, 3), 60, np.uint8)
+    known = Track(1, (100.0, 100.0, 160.0, 170.0), GalleryMatch("7", "Björk", 0.7, "a.jpg", 3, "celeba", thumb),
+                  state=TrackState.DECIDED)
+    unknown = Track(2, (400.0, 100.0, 460.0, 170.0), GalleryMatch("8", "Ada", 0.2, "b.jpg", 4, "celeba", thumb),
+                    state=TrackState.UNKNOWN)
+    dets = FaceDetections(np.array([known.xyxy, unknown.xyxy], np.float32), np.ones(2, np.float32),
+                          np.zeros((2, 6, 2), np.float32))
+    res = FrameResult(Frame("door", 5, 0.0, image), dets, (known, unknown))
+    shot = cv2.imread(str(save_snapshot(tmp_path, "door", res, known)))
+    tag = Annotator(open_set=True).layout(FrameResult(res.frame, dets, (known,)))[0]
+    assert shot.shape[1] >= tag.rect[0] + tag.rect[2] - 100 + 18  # the crop holds the tag beside the face
+    s = tag.thumb_rect[2]
+    ref = cv2.resize(photo, (s, s))[3:-3, 3:-3]
+    assert cv2.matchTemplate(shot, ref, cv2.TM_CCOEFF_NORMED).max() > 0.9  # with the matched photo
+    shot = cv2.imread(str(save_snapshot(tmp_path, "door", res, unknown)))
+    assert cv2.matchTemplate(shot, ref, cv2.TM_CCOEFF_NORMED).max() < 0.6  # open set: "unknown", no photo
+    assert shot.shape[0] > 0 and len(list((tmp_path / "door").glob("*.jpg"))) == 2

@@ -122,6 +122,20 @@ def _live_rows(live: dict[str, Any]) -> list[str]:
             f"| {_f(live.get('speedup'), 1)}x |"]
 
 
+def _overlay_rows(ov: dict[str, Any]) -> list[str]:
+    rows = []
+    for c in ov.get("cases", []):
+        if c["faces"] not in (1, 16):
+            continue
+        qt = f", Qt {_f(c['qt_ms'], 2)} ms" if "qt_ms" in c else ""
+        ratio = c["headless_ms"] / c["cv2_reference_ms"] if c.get("cv2_reference_ms") else None
+        rows.append(f"| Overlay, {c['faces']} face{'s' if c['faces'] > 1 else ''} at {c['size']} (layout + draw; "
+                    f"{c['with_photo']} with photo) | headless {_f(c['headless_ms'], 2)} ms (layout "
+                    f"{_f(c['layout_ms'], 2)}){qt} | OpenCV boxes + ASCII labels {_f(c['cv2_reference_ms'], 2)} ms "
+                    f"| {_f(ratio, 1)}x the time |")
+    return rows
+
+
 def _detect_rows(det: dict[str, Any]) -> list[str]:
     d = det.get("detection", {})
     if "full" not in d:
@@ -161,7 +175,7 @@ def render(result: Mapping[str, Any], plots_dir: str | Path | None = None, readm
              "| Stage | Figure | In-run reference | Ratio / difference |",
              "|---|---|---|---|"]
     builders = (("accuracy", _accuracy_rows), ("detect", _detect_rows), ("embed", _embed_rows),
-                ("build", _build_rows), ("search", _search_rows), ("live", _live_rows))
+                ("build", _build_rows), ("search", _search_rows), ("live", _live_rows), ("overlay", _overlay_rows))
     missing = []
     for name, fn in builders:
         sec = _ok(sections, name)

@@ -7,7 +7,8 @@ people absent from the gallery, every improvement scored),
 ``embed`` (img/s per model and batch next to a bare ONNX Runtime session), ``build`` (index-build
 img/s on the CelebA sample next to the bare embedder), ``search`` (Milvus latency and recall@1
 against exact numpy search), ``live`` (fps on the clip with tracking next to every face of every
-frame). Each section runs in a fresh process and reports its own peak memory. Test assets come
+frame), ``overlay`` (ms to lay out and draw the lookalike overlay for 1-16 faces, headless and with Qt,
+next to OpenCV boxes and ASCII labels). Each section runs in a fresh process and reports its own peak memory. Test assets come
 from ``$LOOKALIKE_SHARED`` (default ../shared).
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("accuracy", "detect", "embed", "build", "search", "live")
+SECTIONS = ("accuracy", "detect", "embed", "build", "search", "live", "overlay")
 #: The accuracy section's models: real FaceNet (from the package registry) and the MobileFaceNet fixture.
 ACCURACY_MODELS = ("facenet-casia-webface", "mobilefacenet")
 
@@ -98,6 +99,10 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
 
         return live.run(shared / "testdata" / "video" / "short_hamilton_clip.mp4", store=store,
                         shared_models=shared / "models", max_frames=90 if quick else None)
+    if name == "overlay":
+        from . import overlay
+
+        return overlay.run(shared / "testdata" / "video" / "short_hamilton_clip.mp4", repeats=10 if quick else 40)
     raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,33 +48,31 @@ class OutputActions:
             self.statusBar().showMessage("No face with a lookalike to put on a card yet", 4000)
             return None
         selected = next((i for i, f in enumerate(faces) if f.track_id == self.selected), None)
-        try:
-            out = save_card(make_card(res.frame.image, faces, selected, title=self._where(),
-                                      threshold=self.bridge.settings.threshold),
-                            path or self._default_path("card", ".png"))
-        except LookalikeError as exc:
-            self.banners.show_banner("record", str(exc), "error")
-            return None
-        self.statusBar().showMessage(f"Card saved: {out}", 6000)
-        log.info("card saved: %s", out)
-        return out
+        return self._save("Card", lambda: save_card(
+            make_card(res.frame.image, faces, selected, title=self._where(),
+                      threshold=self.bridge.settings.threshold), path or self._default_path("card", ".png")))
 
     def _default_path(self, what: str, suffix: str) -> Path:
         return self.output_dir / f"lookalike-{what}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
 
-    def snapshot(self, path: str | Path | None = None) -> Path | None:
-        """Save the annotated frame (full resolution) as PNG; returns its path (None: nothing shown yet)."""
-        if self.annotated is None:
-            self.statusBar().showMessage("Nothing to save yet: start a source or open a photo", 4000)
-            return None
+    def _save(self, what: str, write: Callable[[], Path]) -> Path | None:
+        """Run ``write``; say where it went (status bar, log) or why it failed (banner)."""
         try:
-            out = save_snapshot(self.annotated, path or self._default_path("snapshot", ".png"))
+            out = write()
         except LookalikeError as exc:
             self.banners.show_banner("record", str(exc), "error")
             return None
-        self.statusBar().showMessage(f"Snapshot saved: {out}", 6000)
-        log.info("snapshot saved: %s", out)
+        self.statusBar().showMessage(f"{what} saved: {out}", 6000)
+        log.info("%s saved: %s", what.lower(), out)
         return out
+
+    def snapshot(self, path: str | Path | None = None) -> Path | None:
+        """Save the annotated frame (full resolution) as PNG; returns its path (None: nothing shown yet)."""
+        shown = self.annotated
+        if shown is None:
+            self.statusBar().showMessage("Nothing to save yet: start a source or open a photo", 4000)
+            return None
+        return self._save("Snapshot", lambda: save_snapshot(shown, path or self._default_path("snapshot", ".png")))
 
     def start_recording(self, path: str | Path | None = None) -> Path:
         if self.recorder is not None:

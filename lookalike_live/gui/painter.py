@@ -122,15 +122,17 @@ def qimage_to_bgr(img: QImage) -> np.ndarray:
 
 
 def render_bgr(image: np.ndarray, tags: Sequence[Tag], overlay: QtOverlay, selected: int | None = None) -> np.ndarray:
-    """``image`` (BGR uint8, already mirrored when the tags are) with ``tags`` painted by Qt, at its size."""
-    img = np.ascontiguousarray(image)
-    h, w = img.shape[:2]
-    data = img.tobytes()  # QImage reads it until convertToFormat has copied it
-    q = QImage(data, w, h, int(img.strides[0]), QImage.Format.Format_BGR888).convertToFormat(
-        QImage.Format.Format_RGB32)
+    """``image`` (BGR uint8, already mirrored when the tags are) with ``tags`` painted by Qt, at its size.
+    Qt paints straight into a BGR888 image whose memory numpy writes and reads (no format conversion)."""
+    h, w = image.shape[:2]
+    q = QImage(w, h, QImage.Format.Format_BGR888)
+    ptr = q.bits()
+    ptr.setsize(q.sizeInBytes())
+    view = np.frombuffer(ptr, np.uint8).reshape(h, q.bytesPerLine())[:, :w * 3].reshape(h, w, 3)
+    view[:] = image
     p = QPainter(q)
     try:
         overlay.paint(p, tags, selected)
     finally:
         p.end()
-    return qimage_to_bgr(q)
+    return view.copy()
