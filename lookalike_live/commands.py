@@ -122,6 +122,7 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- match (photo mode)
 def cmd_match(args: argparse.Namespace) -> int:
     from .card import CardFace, check_card_path, make_card, save_card
+    from .events import match_record
     from .imageio import iter_image_files, read_image
     from .pipeline import FaceAnalyzer
 
@@ -155,11 +156,11 @@ def cmd_match(args: argparse.Namespace) -> int:
                 box = [round(float(v), 1) for v in res.detections.xyxy[det_i]]
                 results.append({
                     "path": str(path), "face": row, "box": box,
-                    "nearest": _match_record(best),
+                    "nearest": match_record(best),
                     "decision": ("match" if strong else "unknown") if best is not None else "no_gallery_match",
                     "match": best.name if strong and best is not None else None,
                     "score": round(best.score, 4) if best else None,
-                    "top": [_match_record(m) for m in matches[:args.top_k]],
+                    "top": [match_record(m) for m in matches[:args.top_k]],
                 })
                 if best is not None:
                     faces.append(CardFace(tuple(float(v) for v in res.detections.xyxy[det_i]),  # type: ignore[arg-type]
@@ -191,12 +192,6 @@ def cmd_match(args: argparse.Namespace) -> int:
 
     _emit(args, out, human)
     return 0
-
-
-def _match_record(m: Any) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    return {"identity": m.identity, "name": m.name, "score": round(float(m.score), 4), "image": m.image_ref}
 
 
 def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, gallery_opts: Opt,

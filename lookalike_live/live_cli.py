@@ -82,7 +82,7 @@ class _VideoOut:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .capture import parse_source
-    from .monitor import EventWriter, status_record, track_event_record
+    from .events import EventWriter, search_record, status_record, track_event_record
     from .overlay import Annotator
     from .pipeline import Engine, EngineConfig
 
@@ -105,9 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if writer is not None:
             engine.subscribe_events(lambda ev, res: writer.write(track_event_record(camera, ev, open_set=args.open_set)))
             engine.subscribe_status(lambda ev: writer.write(status_record(camera, ev)))
-            engine.subscribe_search(lambda ok, msg: writer.write(
-                {"event": "search_status", "camera": camera, "time": round(time.time(), 3), "available": ok,
-                 "message": msg}))
+            engine.subscribe_search(lambda ok, msg: writer.write(search_record(camera, ok, msg)))
         engine.subscribe_status(last_status.append)
         if args.out:
             out_path = Path(args.out)

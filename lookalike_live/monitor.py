@@ -7,25 +7,11 @@ thread-safe) and tracker; they share one embedder (calls serialised by a lock: i
 is preallocated) and one gallery with one :class:`~lookalike_live.gallery.AsyncSearcher`
 (thread-safe; Milvus Lite also allows a single client per file).
 
-Events (one JSON object per line, flushed line by line; ``time`` is Unix seconds)::
-
-    {"event": "camera_status", "camera": "door", "time": ..., "status": "reconnecting", "message": ..., "attempt": 2, "retry_in": 1.1}
-    {"event": "track_started", "camera": "door", "time": ..., "track": 3, "bbox": [x1, y1, x2, y2], "match": null, "score": null, "state": "tentative"}
-    {"event": "identity_decided", ..., "match": {"identity": "2880", "name": "...", "score": 0.52, "image": "000123.jpg"}, "score": 0.52, "state": "decided", "snapshot": "snapshots/door/..jpg"}
-    {"event": "identity_changed", ..., "previous": {...}}
-    {"event": "track_ended", ...}
-    {"event": "search_status", "camera": "door", "time": ..., "available": false, "message": ...}
-
-Every track event carries both answers: ``nearest`` (the nearest celebrity, whatever its score;
-null until the gallery answers) and the open-set ``decision`` (``match`` at or above the threshold,
-``unknown`` below, ``pending``, ``search_unavailable``); ``match`` is the nearest when the decision is
-``match``, else null. Snapshots show the face with the open-set overlay (overlay.py).
+Events: :mod:`lookalike_live.events` (the same records as ``run --events``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import re
@@ -42,9 +28,10 @@ import numpy as np
 
 from .config import Settings
 from .errors import ConfigError
+from .events import EventWriter, search_record, status_record, track_event_record
 from .metrics import prometheus_text
 from .tracking import TrackEvent
-from .types import FrameResult, Match, Track
+from .types import FrameResult, Track
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +44,7 @@ __all__ = [
     "load_monitor_config",
     "track_event_record",
     "status_record",
+    "save_snapshot",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -157,101 +145,6 @@ def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
         if v is not None:
             values[k] = v
     return MonitorConfig(**values)
-
-
-# --------------------------------------------------------------------------- event records
-def _match_dict(m: Match | None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    return {"identity": m.identity, "name": m.name, "score": round(float(m.score), 4), "image": m.image_ref}
-
-
-def track_event_record(camera: str, event: TrackEvent, wall_time: float | None = None,
-                       open_set: bool = True) -> dict[str, Any]:
-    """The JSON-ready dict of a track event. ``nearest``: the nearest celebrity so far (null until
-    the gallery answers); ``decision``: ``match`` (at or above the threshold), ``unknown`` (below),
-    ``pending`` or ``search_unavailable``; ``match``: the nearest when the decision is ``match``,
-    else null; ``resemblance`` (lookalike runs, not open set): ``strong`` / ``faint``."""
-    t: Track = event.track
-    decided = t.best is not None and t.state.value == "decided"
-    decision = {"decided": "match", "unknown": "unknown", "search_unavailable": "search_unavailable"}.get(
-        t.state.value, "pending")
-    if t.best is None and decision != "search_unavailable":
-        decision = "pending"
-    rec: dict[str, Any] = {
-        "event": event.kind,
-        "camera": camera,
-        "time": round(time.time() if wall_time is None else wall_time, 3),
-        "ts_ms": round(event.ts_ms, 1),
-        "track": t.track_id,
-        "bbox": [round(v, 1) for v in t.xyxy],
-        "state": t.state.value,
-        "decision": decision,
-        "nearest": _match_dict(t.best),
-        "match": _match_dict(t.best) if decided else None,
-        "score": round(float(t.best.score), 4) if t.best is not None else None,
-    }
-    if not open_set and t.best is not None and decision in ("match", "unknown"):
-        rec["resemblance"] = "strong" if decided else "faint"
-    if event.previous is not None:
-        rec["previous"] = _match_dict(event.previous)
-    if t.top_k:
-        rec["top_k"] = [_match_dict(m) for m in t.top_k]
-    return rec
-
-
-def status_record(camera: str, ev: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {"event": "camera_status", "camera": camera, "time": round(ev.time, 3),
-                           "status": ev.status.value, "message": ev.message}
-    if ev.attempt:
-        rec["attempt"] = ev.attempt
-    if ev.retry_in is not None:
-        rec["retry_in"] = round(ev.retry_in, 3)
-    return rec
-
-
-class EventWriter:
-    """Thread-safe JSON-lines writer: one object per line, flushed after each line, fsynced on close.
-    ``path`` None writes to stdout."""
-
-    def __init__(self, path: str | Path | None) -> None:
-        self.path = None if path is None else Path(path)
-        self._lock = threading.Lock()
-        self.count = 0
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: Any = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        else:
-            import sys
-
-            self._fh = sys.stdout
-        self._closed = False
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str, ensure_ascii=False)
-        with self._lock:
-            if self._closed:
-                return
-            self._fh.write(line + "\n")
-            self._fh.flush()
-            self.count += 1
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._fh.flush()
-            if self.path is not None:
-                with contextlib.suppress(OSError):
-                    os.fsync(self._fh.fileno())
-                self._fh.close()
-
-    def __enter__(self) -> EventWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, margin: float = 0.3) -> Path:
@@ -420,8 +313,7 @@ class Monitor:
 
     def _on_search(self, camera: str) -> Callable[[bool, str], None]:
         def cb(available: bool, message: str) -> None:
-            self._write({"event": "search_status", "camera": camera, "time": round(time.time(), 3),
-                         "available": available, "message": message})
+            self._write(search_record(camera, available, message))
 
         return cb
 

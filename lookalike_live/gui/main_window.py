@@ -39,7 +39,7 @@ from ..errors import (
     SourceError,
     UnknownModelError,
 )
-from ..overlay import Annotator, Look, Tag
+from ..overlay import Annotator, Tag
 from ..types import FrameResult, Track, TrackState
 from .bridge import EngineBridge
 from .outputs import OutputActions
@@ -61,7 +61,7 @@ from .widgets import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AppOptions", "MainWindow", "Preferences", "IMAGE_SUFFIXES", "Look"]
+__all__ = ["AppOptions", "MainWindow", "Preferences", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_FILTER = "Videos (*.mp4 *.mkv *.avi *.mov *.webm *.m4v *.ts);;All files (*)"
@@ -313,7 +313,7 @@ class MainWindow(OutputActions, QMainWindow):
         when nothing plays, start the source in the picker."""
         if self.mode == "live" and self.bridge.is_running:
             self.set_paused(not self.paused)
-        elif self.mode != "photo" or not self.bridge.is_running:
+        else:
             self.start()
 
     def set_paused(self, paused: bool) -> None:
