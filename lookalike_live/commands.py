@@ -65,7 +65,7 @@ def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_o
 
 
 # --------------------------------------------------------------------------- index
-def _open_gallery(settings):  # type: ignore[no-untyped-def]
+def _open_gallery(settings):
     from .gallery import Gallery
 
     return Gallery.from_settings(settings)

@@ -11,7 +11,7 @@ import numpy as np
 from .config import MATCH_BY
 
 
-def split_gallery_queries(paths: Sequence[str], identities: Sequence[str], gallery_per_id: int
+def split_gallery_queries(paths: Sequence[str], identities: Sequence[str] | np.ndarray, gallery_per_id: int
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Per identity, the first ``gallery_per_id`` photos by file name form the gallery, the rest
     are queries. Returns boolean masks (gallery, query) over the inputs."""
@@ -61,7 +61,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def pair_scores(vectors: np.ndarray, identities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(vectors: np.ndarray, identities: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity and same-identity label of every unordered pair."""
     sims = vectors @ vectors.T
     ids = np.asarray(identities)
@@ -129,7 +129,7 @@ def locate_eval_face(item, analyzer, gallery_detector, spec, in_gallery: bool):
     return image, dets[[choose_face(dets, item.bbox)]]
 
 
-def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,  # type: ignore[no-untyped-def]
+def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,
                   desc: str = "eval", gallery: frozenset[str] | set[str] = frozenset(),
                   gallery_detector=None) -> EmbeddedSet:
     """Detect, align and embed one face per photo (the annotated one, else the largest), and its
@@ -183,7 +183,7 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
                        seconds)
 
 
-def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.ndarray, *,
+def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str] | np.ndarray, probes: np.ndarray, *,
                     match_by: str = "face", weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Similarity of every probe to every gallery identity: (names (I,), scores (P, I)).
 
@@ -219,8 +219,8 @@ def tpir_at_fpir(top1_correct: np.ndarray, mated_scores: np.ndarray, nonmated_sc
     return float(np.mean(np.asarray(top1_correct, bool) & (np.asarray(mated_scores) >= thr))), thr
 
 
-def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.ndarray,
-                         probe_ids: Sequence[str], nonmated: np.ndarray | None = None, *, match_by: str = "face",
+def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str] | np.ndarray, probes: np.ndarray,
+                         probe_ids: Sequence[str] | np.ndarray, nonmated: np.ndarray | None = None, *, match_by: str = "face",
                          weights: np.ndarray | None = None, ks: Sequence[int] = (1, 5), far: float = 0.01,
                          fpirs: Sequence[float] = (0.01, 0.1)) -> dict:
     """Closed-set top-k accuracy of ``probes`` against the gallery; the threshold at ``far`` over
@@ -293,7 +293,7 @@ def _holdout(ids: np.ndarray, n: int) -> np.ndarray:
     return np.isin(ids, uniq[len(uniq) - n:])
 
 
-def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence[int] = (1, 5),  # type: ignore[no-untyped-def]
+def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence[int] = (1, 5),
                      limit: int | None = None, far: float = 0.01, progress: bool = True,
                      distractors=None, holdout_ids: int = 0, flip: bool = False, match_by: str = "face",
                      quality_weighted: bool = False, study: bool = False, plots=None, gallery_detector=None) -> dict:
@@ -383,7 +383,7 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
 
 
 # --------------------------------------------------------------------------- verification (LFW pairs)
-def parse_lfw_pairs(path, images_dir, ext: str = ".jpg") -> list[list[tuple]]:  # type: ignore[no-untyped-def]
+def parse_lfw_pairs(path, images_dir, ext: str = ".jpg") -> list[list[tuple]]:
     """LFW ``pairs.txt``: a header ``FOLDS N`` then per fold N same-person lines
     ``name i j`` and N different-person lines ``name1 i name2 j``; images are
     ``images_dir/name/name_%04d.jpg``. Returns folds of (image1, image2, same) tuples.
@@ -441,7 +441,7 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> 
     return float(np.mean(accs)), float(np.std(accs)), thrs
 
 
-def verify_pairs(folds: list[list[tuple]], analyzer, *, progress: bool = True) -> dict:  # type: ignore[no-untyped-def]
+def verify_pairs(folds: list[list[tuple]], analyzer, *, progress: bool = True) -> dict:
     """Embed each image of the pairs once (its largest face) and score every pair by cosine
     similarity: 10-fold accuracy, ROC AUC, TAR at FAR 1e-3 and 1e-2. Pairs with an unreadable
     image or no face are left out and counted."""

@@ -1140,7 +1140,7 @@ class Gallery:
                          consistency_level="Session")
         out = _centroid_hits(res)
         if with_thumbnails:
-            out = _attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms}))
+            out = _attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms if m.face_id is not None}))
         return out
 
     def _search_local(self, local: LocalIndex, q: np.ndarray, k: int, with_thumbnails: bool,
@@ -1419,7 +1419,7 @@ def _centroid_hits(res: Iterable[Iterable[Mapping[str, Any]]]) -> list[list[Matc
 
 
 def _attach_thumbnails(matches: list[list[Match]], thumbs: Mapping[int, bytes | None]) -> list[list[Match]]:
-    return [[_with_thumb(m, thumbs.get(m.face_id)) for m in ms] for ms in matches]
+    return [[_with_thumb(m, thumbs.get(m.face_id) if m.face_id is not None else None) for m in ms] for ms in matches]
 
 
 def _accumulate(vecs: np.ndarray, idents: Sequence[str], names: Sequence[str], dim: int
@@ -1678,7 +1678,7 @@ class AsyncSearcher:
                 out = _centroid_hits(res)
                 if thumbs and any(out):
                     rows = await asyncio.wait_for(client.get(
-                        g.collection, ids=sorted({m.face_id for ms in out for m in ms}), output_fields=["thumbnail"],
+                        g.collection, ids=sorted({m.face_id for ms in out for m in ms if m.face_id is not None}), output_fields=["thumbnail"],
                         timeout=self.timeout), self.timeout)
                     out = _attach_thumbnails(out, {int(r["id"]): _b64_to_thumb(r.get("thumbnail")) for r in rows})
                 return out

@@ -38,7 +38,7 @@ def embed_files(
     bar = tqdm(total=len(files), unit="img", desc="embed", disable=not progress, dynamic_ncols=True)
     for path, image, err in prefetch_map(read_image, files, workers=workers):
         bar.update(1)
-        if err is not None:
+        if err is not None or image is None:
             skipped[str(path)] = str(err)
             log.warning("skipped %s", err)
             continue
@@ -77,7 +77,8 @@ def embed_files(
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part.npz")
-        np.savez(tmp, model=np.asarray(analyzer.spec.name), **arrays)
+        payload: dict[str, Any] = {"model": np.asarray(analyzer.spec.name), **arrays}
+        np.savez(tmp, **payload)
         tmp.replace(out)
     summary = {
         "images": len(files),

@@ -67,7 +67,7 @@ class _VideoOut:
             if self._writer is None:
                 h, w = image.shape[:2]
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
                 if not self._writer.isOpened():
                     raise ConfigError(f"cannot write video {self.path}: OpenCV has no MP4 (mp4v) writer here")
             self._writer.write(image)

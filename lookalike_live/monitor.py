@@ -184,7 +184,7 @@ def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, 
 
 # --------------------------------------------------------------------------- the monitor
 class _MetricsHandler(BaseHTTPRequestHandler):
-    render: Callable[[], str] = staticmethod(lambda: "")  # type: ignore[assignment]
+    render: Callable[[], str] = staticmethod(lambda: "")
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's API
         if self.path.split("?")[0] not in ("/metrics", "/"):

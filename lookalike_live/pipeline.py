@@ -33,25 +33,25 @@ class FaceAnalyzer:
     Construction is cheap; models load on first use (or :meth:`prepare`).
     """
 
-    def __init__(self, detector, embedder, max_faces: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, detector, embedder, max_faces: int | None = None) -> None:
         self.detector = detector
         self.embedder = embedder
         self.max_faces = max_faces
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Path | None = None, running_mode: str = "image") -> FaceAnalyzer:
+    def from_settings(cls, settings: Settings, store: Path | None = None, running_mode: Literal["image", "video"] = "image") -> FaceAnalyzer:
         from .detect import FaceDetector
         from .embed import create_embedder
 
         detector = FaceDetector(
             settings.detector, store=store, min_score=settings.min_face_score,
-            running_mode=running_mode, small_faces=settings.small_faces,
+            running_mode=running_mode, small_faces=settings.small_faces,  # type: ignore[arg-type]  # validated choices
         )
         embedder = create_embedder(settings.model, backend=settings.backend, store=store, flip_tta=settings.flip_tta)
         return cls(detector, embedder, max_faces=settings.max_faces)
 
     @property
-    def spec(self):  # type: ignore[no-untyped-def]
+    def spec(self):
         return self.embedder.spec
 
     def prepare(self) -> FaceAnalyzer:
@@ -113,7 +113,7 @@ import statistics  # noqa: E402
 import threading  # noqa: E402
 from collections import deque  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from .errors import ConfigError, GalleryUnavailableError, LookalikeError  # noqa: E402
 from .metrics import Metrics  # noqa: E402

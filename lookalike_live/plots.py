@@ -280,7 +280,7 @@ def plot_latency_histograms(samples: Mapping[str, Sequence[float]], path: str | 
     return _save(fig, path)
 
 
-def plot_pca_map(vectors: Any, identities: Sequence[str], path: str | Path, *, max_identities: int = 20,
+def plot_pca_map(vectors: Any, identities: Sequence[str] | Any, path: str | Path, *, max_identities: int = 20,
                  title: str = "Embeddings, PCA 2-D") -> Path:
     """Scatter of embeddings on their first two principal components, coloured by identity.
 

@@ -5,6 +5,7 @@ what the overlay cost before: OpenCV boxes and ASCII ``putText`` labels, no phot
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -70,6 +71,10 @@ def _cv2_reference(image: np.ndarray, result: Any) -> np.ndarray:
     return out
 
 
+def _qt_frame(image: np.ndarray, result: Any, ann: Any, overlay: Any, render: Any) -> np.ndarray:
+    return render(image, ann.layout(result, overlay.measure), overlay)
+
+
 def run(clip: Path, repeats: int = 30) -> dict[str, Any]:
     import cv2
 
@@ -94,13 +99,11 @@ def run(clip: Path, repeats: int = 30) -> dict[str, Any]:
         for n in (1, 4, 16):
             res = _result(image, n)
             case: dict[str, Any] = {"size": f"{w}x{h}", "faces": n,
-                                    "headless_ms": _p50_ms(lambda r=res, i=image: ann.annotate(i, r), repeats),
-                                    "layout_ms": _p50_ms(lambda r=res: ann.layout(r), repeats),
-                                    "cv2_reference_ms": _p50_ms(lambda r=res, i=image: _cv2_reference(i, r), repeats)}
+                                    "headless_ms": _p50_ms(functools.partial(ann.annotate, image, res), repeats),
+                                    "layout_ms": _p50_ms(functools.partial(ann.layout, res), repeats),
+                                    "cv2_reference_ms": _p50_ms(functools.partial(_cv2_reference, image, res), repeats)}
             if qt is not None:
-                ov, render = qt[0], qt[1]
-                case["qt_ms"] = _p50_ms(lambda r=res, i=image, o=ov, f=render: f(i, ann.layout(r, o.measure), o),
-                                        repeats)
+                case["qt_ms"] = _p50_ms(functools.partial(_qt_frame, image, res, ann, qt[0], qt[1]), repeats)
             tags = ann.layout(res)
             case["with_photo"] = sum(g.thumb_rect is not None for g in tags)
             cases.append(case)

@@ -235,7 +235,7 @@ def _milvus_server(work: Path) -> Iterator[str]:
     tests = Path(__file__).resolve().parents[2] / "tests"
     sys.path.insert(0, str(tests))
     try:
-        from milvus_server import MilvusServer  # type: ignore[import-not-found]
+        from milvus_server import MilvusServer
     finally:
         sys.path.remove(str(tests))
     server = MilvusServer(work / "milvus-server")

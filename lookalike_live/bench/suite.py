@@ -133,7 +133,7 @@ def run_suite(sections: Sequence[str] = SECTIONS, store: Path | None = None, qui
                 fetch(name, store=store, from_dir=shared / "models")
     out: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
                            "sections": {}}
-    kwargs = {"shared": shared, "store": store, "quick": quick, "search_n": search_n,
+    kwargs: dict[str, Any] = {"shared": shared, "store": store, "quick": quick, "search_n": search_n,
               "milvus_server": milvus_server, "plots_dir": plots_dir}
     for name in sections:
         if name not in SECTIONS:

@@ -70,8 +70,8 @@ class EngineBridge(QObject):
         self._photo_matcher: PhotoMatcher | None = None
         self._photo_lock = threading.Lock()
         self._photo_busy = False
-        self._loadDone.connect(self._on_load_done, Qt.ConnectionType.QueuedConnection)
-        self._photoDone.connect(self._on_photo_done, Qt.ConnectionType.QueuedConnection)
+        self._loadDone.connect(self._on_load_done, Qt.ConnectionType.QueuedConnection)  # type: ignore[call-arg]
+        self._photoDone.connect(self._on_photo_done, Qt.ConnectionType.QueuedConnection)  # type: ignore[call-arg]
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(int(poll_ms))

@@ -27,11 +27,12 @@ def measure(clip: str | Path, settings: Settings, *, store: Path | None = None, 
     if not os.environ.get("QT_QPA_PLATFORM") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from PyQt6.QtCore import QEventLoop, QSettings, Qt, QTimer
+    from PyQt6.QtGui import QGuiApplication
     from PyQt6.QtWidgets import QApplication
 
     from ..gui.main_window import AppOptions, MainWindow, Preferences
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    _app = QApplication.instance() or QApplication(sys.argv[:1])  # kept alive while the window runs
     previous_switch = sys.getswitchinterval()
     sys.setswitchinterval(GUI_SWITCH_INTERVAL)  # as the app does: the GUI thread gets the GIL sooner
     with tempfile.TemporaryDirectory(prefix="bench-gui-") as tmp:
@@ -72,7 +73,7 @@ def measure(clip: str | Path, settings: Settings, *, store: Path | None = None, 
             counters = m.get("counters", {})
             decided = sum(t.state.value == "decided" for t in (window.result.tracks if window.result else ()))
             out = {
-                "clip": str(clip), "platform": app.platformName(), "seconds": round(elapsed, 2),
+                "clip": str(clip), "platform": QGuiApplication.platformName(), "seconds": round(elapsed, 2),
                 "frames_shown": window.display_meter.count,
                 "display_fps": round(window.display_meter.overall(), 2),
                 "max_stall_ms": round(window.heartbeat.max_gap_ms, 2),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QRectF, Qt
@@ -126,7 +127,7 @@ def render_bgr(image: np.ndarray, tags: Sequence[Tag], overlay: QtOverlay, selec
     Qt paints straight into a BGR888 image whose memory numpy writes and reads (no format conversion)."""
     h, w = image.shape[:2]
     q = QImage(w, h, QImage.Format.Format_BGR888)
-    ptr = q.bits()
+    ptr: Any = q.bits()
     ptr.setsize(q.sizeInBytes())
     view = np.frombuffer(ptr, np.uint8).reshape(h, q.bytesPerLine())[:, :w * 3].reshape(h, w, 3)
     view[:] = image

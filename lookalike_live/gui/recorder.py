@@ -73,7 +73,7 @@ class Recorder:
     def _open(self, image: np.ndarray) -> None:
         h, w = image.shape[:2]
         self._size = (w, h)
-        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
         if not writer.isOpened():
             raise ConfigError(f"cannot write video {self.path}: OpenCV has no MP4 (mp4v) writer here")
         self._writer = writer

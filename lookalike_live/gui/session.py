@@ -153,7 +153,7 @@ class PhotoMatcher:
         self.loaded = loaded
         self.search_timeout = float(search_timeout)
         self.detector = FaceDetector(s.detector, store=store, min_score=s.min_face_score, running_mode="image",
-                                     small_faces=s.small_faces)
+                                     small_faces=s.small_faces)  # type: ignore[arg-type]  # validated choices
         self.detector.prepare()
 
     def match(self, image: np.ndarray, *, top_k: int = 10, source_id: str = "photo") -> FrameResult:

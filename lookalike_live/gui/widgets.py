@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QTimer, pyqtSignal
@@ -43,9 +44,12 @@ __all__ = ["VideoView", "BannerArea", "MatchPanel", "SettingsDialog", "Heartbeat
 
 def bgr_to_qimage(image: np.ndarray) -> QImage:
     """A QImage that owns a copy of ``image`` (BGR uint8 HxWx3): safe after the array changes or goes."""
-    img = np.ascontiguousarray(image)
-    h, w = img.shape[:2]
-    return QImage(img.data, w, h, int(img.strides[0]), QImage.Format.Format_BGR888).copy()
+    h, w = image.shape[:2]
+    q = QImage(w, h, QImage.Format.Format_BGR888)
+    ptr: Any = q.bits()
+    ptr.setsize(q.sizeInBytes())
+    np.frombuffer(ptr, np.uint8).reshape(h, q.bytesPerLine())[:, :w * 3].reshape(h, w, 3)[:] = image
+    return q
 
 
 def jpeg_pixmap(data: bytes | None, size: int) -> QPixmap | None:
