@@ -67,6 +67,11 @@ QUICK_MIN_SCORE = 0.9
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, UnknownModelError, ModelNotInstalledError, ModelFormatError, BackendUnavailableError,
 )
+#: errors that are a bug or a broken install, never a bad photo: they stop the build (what is embedded
+#: is saved) instead of skipping, and remembering as skipped, every photo after them
+INTERNAL_ERRORS: tuple[type[BaseException], ...] = (
+    ImportError, NameError, AttributeError, TypeError, AssertionError, NotImplementedError,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -318,7 +323,7 @@ def build_index(
         for (item, fid), prepared, err in prefetch_map(prepare, todo, workers=opts.workers, ahead=4 * opts.batch_size):
             bar.update(1)
             summary.processed += 1
-            if isinstance(err, FATAL_ERRORS):
+            if isinstance(err, FATAL_ERRORS + INTERNAL_ERRORS):
                 raise err
             if err is not None:
                 reason = str(err) if isinstance(err, LookalikeError) else f"{type(err).__name__}: {err}"

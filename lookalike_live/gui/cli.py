@@ -50,8 +50,9 @@ def cmd_app(args: argparse.Namespace) -> int:
     ensure_display()
     try:
         from PyQt6.QtCore import QSettings
-    except ImportError as exc:  # pragma: no cover - PyQt6 is a dependency
-        raise ConfigError(f"the desktop app needs PyQt6 (pip install PyQt6): {exc}") from exc
+    except ImportError as exc:
+        raise ConfigError(f"the desktop app needs PyQt6, which the core install leaves out: "
+                          f"pip install 'lookalike-live[app]' (or `make install`) ({exc})") from exc
     from .app import run_app
     from .main_window import Preferences
 
