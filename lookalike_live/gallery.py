@@ -1460,8 +1460,10 @@ class AsyncSearcher:
       (numpy, ~2 ms). While the local index is still loading, and for Milvus servers, they go
       through pymilvus's ``AsyncMilvusClient`` on this object's own event-loop thread
       (Milvus Lite 3.2 serves AsyncMilvusClient too: it is a gRPC server in this process).
-    * At most ``max_in_flight`` searches run at once; up to ``max_pending`` more wait. When the
-      queue is full the oldest pending request is dropped (its future is cancelled) and counted.
+    * At most ``max_in_flight`` searches run at once. Waiting requests queue per ``source`` (a
+      camera, a window), up to ``max_pending`` each: when a source's queue is full its own oldest
+      request is dropped (its future is cancelled) and counted for that source, so one busy camera
+      never evicts another's queries. Sources take turns (round robin) for the free slots.
     * Each search is bounded by ``timeout`` seconds. Failures arrive through the future as
       :class:`GalleryUnavailableError` (cannot reach Milvus) or :class:`GalleryError`.
     * After a connection failure the client is closed and re-created on the next request (at most
@@ -1479,7 +1481,10 @@ class AsyncSearcher:
         self.timeout = float(timeout)
         self.reconnect_interval = float(reconnect_interval)
         self._lock = threading.Lock()
-        self._pending: collections.deque[tuple[concurrent.futures.Future, np.ndarray, int, bool]] = collections.deque()
+        # per source: its waiting requests; _turns: the sources with waiting requests, next first
+        self._pending: dict[str, collections.deque[tuple[concurrent.futures.Future, np.ndarray, int, bool]]] = {}
+        self._turns: collections.deque[str] = collections.deque()
+        self.by_source: dict[str, dict[str, int]] = {}  # per source: submitted, dropped
         self._in_flight = 0
         self._closed = False
         self.counters = {"submitted": 0, "completed": 0, "failed": 0, "dropped": 0, "reconnects": 0,
@@ -1503,10 +1508,10 @@ class AsyncSearcher:
             self._warm_thread.start()
 
     # -- public
-    def submit(self, vectors: np.ndarray, k: int = 1, with_thumbnails: bool = False
+    def submit(self, vectors: np.ndarray, k: int = 1, with_thumbnails: bool = False, source: str = ""
                ) -> concurrent.futures.Future[list[list[Match]]]:
-        """Queue a search of ``vectors`` (N, D); never blocks. The future may be cancelled when the
-        queue overflows (``fut.cancelled()``)."""
+        """Queue a search of ``vectors`` (N, D) for ``source``; never blocks. The future may be
+        cancelled when that source's queue overflows (``fut.cancelled()``)."""
         fut: concurrent.futures.Future[list[list[Match]]] = concurrent.futures.Future()
         try:
             q = _normalise(vectors, self._dim, "query vectors")
@@ -1522,10 +1527,18 @@ class AsyncSearcher:
                 fut.set_exception(GalleryError("AsyncSearcher is closed"))
                 return fut
             self.counters["submitted"] += 1
-            self._pending.append((fut, q, max(1, int(k)), bool(with_thumbnails)))
-            while len(self._pending) > self.max_pending:
-                dropped.append(self._pending.popleft()[0])
+            mine = self.by_source.setdefault(source, {"submitted": 0, "dropped": 0})
+            mine["submitted"] += 1
+            queue = self._pending.get(source)
+            if queue is None:
+                queue = self._pending[source] = collections.deque()
+            if not queue:
+                self._turns.append(source)
+            queue.append((fut, q, max(1, int(k)), bool(with_thumbnails)))
+            while len(queue) > self.max_pending:
+                dropped.append(queue.popleft()[0])
                 self.counters["dropped"] += 1
+                mine["dropped"] += 1
         for d in dropped:
             _cancel(d)
         self._loop.call_soon_threadsafe(self._dispatch)
@@ -1533,8 +1546,9 @@ class AsyncSearcher:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {**self.counters, "pending": len(self._pending), "in_flight": self._in_flight,
-                    "local_ready": self.gallery._local is not None, "last_error": self._last_error}
+            return {**self.counters, "pending": sum(len(q) for q in self._pending.values()),
+                    "in_flight": self._in_flight, "local_ready": self.gallery._local is not None,
+                    "last_error": self._last_error, "by_source": {s: dict(c) for s, c in self.by_source.items()}}
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel pending requests, finish running ones (bounded), stop the threads."""
@@ -1542,8 +1556,9 @@ class AsyncSearcher:
             if self._closed:
                 return
             self._closed = True
-            pending = [p[0] for p in self._pending]
+            pending = [p[0] for q in self._pending.values() for p in q]
             self._pending.clear()
+            self._turns.clear()
         for f in pending:
             _cancel(f)
         fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
@@ -1576,9 +1591,13 @@ class AsyncSearcher:
     def _dispatch(self) -> None:
         while True:
             with self._lock:
-                if self._closed or self._in_flight >= self.max_in_flight or not self._pending:
+                if self._closed or self._in_flight >= self.max_in_flight or not self._turns:
                     return
-                fut, q, k, thumbs = self._pending.popleft()
+                source = self._turns.popleft()  # round robin over the sources that wait
+                queue = self._pending[source]
+                fut, q, k, thumbs = queue.popleft()
+                if queue:
+                    self._turns.append(source)
                 if not fut.set_running_or_notify_cancel():
                     continue
                 self._in_flight += 1

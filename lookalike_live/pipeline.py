@@ -382,7 +382,8 @@ class Engine:
     def _submit(self, vectors: np.ndarray, qids: list[int]) -> None:
         k = max(1, self.config.top_k, self.tracker.config.top_k)
         submitted = time.monotonic()
-        fut = self.searcher.submit(vectors, k=k, with_thumbnails=self.config.with_thumbnails)  # type: ignore[union-attr]
+        fut = self.searcher.submit(vectors, k=k, with_thumbnails=self.config.with_thumbnails,  # type: ignore[union-attr]
+                                   source=self.source_id)
         self.metrics.incr("queries", len(qids))
 
         def done(f: concurrent.futures.Future) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -274,6 +275,49 @@ def test_async_searcher_results_and_bounded_queue(gallery: Gallery) -> None:
         bad = s.submit(np.ones((1, DIM + 1), np.float32))
         with pytest.raises(DimensionMismatchError):
             bad.result(timeout=5)
+
+
+def test_async_searcher_one_flooding_source_never_starves_the_others(gallery: Gallery) -> None:
+    """Four cameras share one searcher; one floods it (bursts of 50 queries every 5 ms) while the
+    three others send a query each every 40 ms: every query of the three is answered, only the flood's own
+    oldest are dropped, and the free slots go round the cameras."""
+    ids, vecs, identity, *_ = _fill(gallery)
+    gallery.flush()
+    with AsyncSearcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
+        calm: dict[str, list[concurrent.futures.Future]] = {f"cam{c}": [] for c in range(3)}
+        flood: list[concurrent.futures.Future] = []
+        stop = threading.Event()
+
+        def flooding() -> None:  # bursts of 50 queries every 5 ms: far more than one slot serves
+            i = 0
+            while not stop.is_set():
+                flood.extend(s.submit(vecs[(i + j) % len(ids)], k=1, source="busy") for j in range(50))
+                i += 50
+                time.sleep(0.005)
+
+        t = threading.Thread(target=flooding)
+        t.start()
+        try:
+            for n in range(10):  # the others: one query each every 40 ms
+                for c, futs in calm.items():
+                    futs.append(s.submit(vecs[(n + len(c)) % len(ids)], k=1, source=c))
+                time.sleep(0.04)
+        finally:
+            stop.set()
+            t.join()
+        everything = flood + [f for futs in calm.values() for f in futs]
+        done, _ = concurrent.futures.wait(everything, timeout=60)
+        assert len(done) == len(everything)
+        answered = {c: sum(not f.cancelled() and f.exception() is None for f in futs) / len(futs)
+                    for c, futs in calm.items()}
+        print("answer rate per camera:", answered, "busy:",
+              round(sum(not f.cancelled() for f in flood) / len(flood), 3))
+        assert answered == {c: 1.0 for c in calm}, answered
+        st = s.stats()
+        assert st["by_source"]["busy"]["dropped"] == sum(f.cancelled() for f in flood) > 0
+        assert all(st["by_source"][c]["dropped"] == 0 for c in calm)
+        assert st["dropped"] == st["by_source"]["busy"]["dropped"]
+        assert not flood[-1].cancelled()  # the flood's newest request survives
 
 
 def test_lite_async_milvus_client_path(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -180,7 +180,7 @@ class PhotoMatcher:
         state = TrackState.TENTATIVE
         if engine.searcher is not None:
             t2 = time.perf_counter()
-            fut = engine.searcher.submit(emb.vectors, k=max(3 * top_k, 10), with_thumbnails=True)
+            fut = engine.searcher.submit(emb.vectors, k=max(3 * top_k, 10), with_thumbnails=True, source="photo")
             try:
                 answers = fut.result(timeout=self.search_timeout)
             except GalleryUnavailableError:
