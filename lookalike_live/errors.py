@@ -67,3 +67,7 @@ class DimensionMismatchError(GalleryError):
 
 class SourceError(LookalikeError):
     """A frame source (camera, file, stream) cannot be opened or read."""
+
+
+class OutputError(LookalikeError):
+    """An output of a run (annotated video, events file, snapshots) failed: the run stopped."""

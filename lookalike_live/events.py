@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import OutputError
 from .tracking import TrackEvent
 from .types import Match, Track
 
@@ -104,26 +105,45 @@ class EventWriter:
 
             self._fh = sys.stdout
         self._closed = False
+        self._failed: OutputError | None = None
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one line. Raises OutputError when the file cannot be written (a full disk...):
+        then and after, nothing more is written."""
         line = json.dumps(record, default=str, ensure_ascii=False)
         with self._lock:
             if self._closed:
                 return
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            if self._failed is not None:
+                raise self._failed
+            try:
+                self._fh.write(line + "\n")
+                self._fh.flush()
+            except OSError as exc:
+                self._failed = OutputError(f"cannot write the events file {self.path or 'stdout'}: "
+                                           f"{exc.strerror or exc}")
+                raise self._failed from exc
             self.count += 1
 
     def close(self) -> None:
+        """Flush, fsync and close (idempotent). After a failed write it closes without raising
+        again (the write already reported it); a close that fails first raises OutputError."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._fh.flush()
-            if self.path is not None:
-                with contextlib.suppress(OSError):
-                    os.fsync(self._fh.fileno())
-                self._fh.close()
+            try:
+                self._fh.flush()
+                if self.path is not None:
+                    with contextlib.suppress(OSError):
+                        os.fsync(self._fh.fileno())
+                    self._fh.close()
+            except OSError as exc:
+                if self.path is not None:
+                    with contextlib.suppress(OSError):
+                        self._fh.close()
+                if self._failed is None:
+                    raise OutputError(f"cannot write the events file {self.path}: {exc.strerror or exc}") from exc
 
     def __enter__(self) -> EventWriter:
         return self

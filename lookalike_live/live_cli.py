@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -80,6 +81,19 @@ class _VideoOut:
                 self._writer = None
 
 
+def _check_output(flag: str, path: Path) -> None:
+    """Refuse an output path that cannot be written, naming the flag."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder: give a file name inside it")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create its folder ({exc.strerror or exc})") from exc
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{flag} {path}: its folder {parent} is not writable")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .capture import parse_source
     from .events import EventWriter, search_record, status_record, track_event_record
@@ -92,6 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the live desktop overlay is `lookalike-live app`"
         )
     settings = _settings(args)
+    for flag, path in (("--out", args.out), ("--events", args.events)):
+        if path is not None:
+            _check_output(flag, Path(path))  # before any work: not after the whole video
     spec = parse_source(args.source)  # a missing file or a bad URL fails here, clearly
     camera = args.name or spec.display_name
     config = EngineConfig.from_settings(settings, top_k=args.top_k or 0,
@@ -104,8 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if writer is not None:
             engine.subscribe_events(lambda ev, res: writer.write(track_event_record(camera, ev, open_set=args.open_set)))
-            engine.subscribe_status(lambda ev: writer.write(status_record(camera, ev)))
-            engine.subscribe_search(lambda ok, msg: writer.write(search_record(camera, ok, msg)))
+            engine.subscribe_status(lambda ev: writer.write(status_record(camera, ev)), output=True)
+            engine.subscribe_search(lambda ok, msg: writer.write(search_record(camera, ok, msg)), output=True)
         engine.subscribe_status(last_status.append)
         if args.out:
             out_path = Path(args.out)

@@ -115,7 +115,7 @@ from collections import deque  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
-from .errors import ConfigError, GalleryUnavailableError, LookalikeError  # noqa: E402
+from .errors import ConfigError, GalleryUnavailableError, LookalikeError, OutputError  # noqa: E402
 from .metrics import Metrics  # noqa: E402
 from .tracking import Tracker, TrackerConfig, TrackEvent  # noqa: E402
 from .types import Frame, FrameResult  # noqa: E402
@@ -212,6 +212,8 @@ class Engine:
         self._capture: Any = None
         self._summary: dict[str, Any] = {}
         self._error: BaseException | None = None
+        self._output_error: OutputError | None = None
+        self._outputs: set[int] = set()  # id() of the output subscribers
         self._closed = False
         self._reset()
 
@@ -269,41 +271,58 @@ class Engine:
         self._t_end: float | None = None
 
     # -- subscriptions ---------------------------------------------------------------------------
-    def _add(self, subs: list[Any], cb: Any) -> Callable[[], None]:
+    def _add(self, subs: list[Any], cb: Any, output: bool) -> Callable[[], None]:
         with self._lock:
             subs.append(cb)
+            if output:
+                self._outputs.add(id(cb))
 
         def unsubscribe() -> None:
             with self._lock, contextlib.suppress(ValueError):
                 subs.remove(cb)
+                self._outputs.discard(id(cb))
 
         return unsubscribe
 
-    def subscribe(self, callback: ResultCallback) -> Callable[[], None]:
+    # ``output=True``: the callback writes an output of the run (a video, an events file): when it
+    # fails, the run stops with its error (see _call)
+    def subscribe(self, callback: ResultCallback, output: bool = True) -> Callable[[], None]:
         """Call ``callback(FrameResult)`` for every processed frame; returns an unsubscribe function."""
-        return self._add(self._result_subs, callback)
+        return self._add(self._result_subs, callback, output)
 
-    def subscribe_events(self, callback: EventCallback) -> Callable[[], None]:
+    def subscribe_events(self, callback: EventCallback, output: bool = True) -> Callable[[], None]:
         """Call ``callback(TrackEvent, FrameResult)`` for every track event (started, identity
         decided/changed, ended), with the result of the frame it happened on."""
-        return self._add(self._event_subs, callback)
+        return self._add(self._event_subs, callback, output)
 
-    def subscribe_search(self, callback: SearchStatusCallback) -> Callable[[], None]:
+    def subscribe_search(self, callback: SearchStatusCallback, output: bool = False) -> Callable[[], None]:
         """Call ``callback(available, message)`` when the gallery goes down or comes back."""
-        return self._add(self._search_subs, callback)
+        return self._add(self._search_subs, callback, output)
 
-    def subscribe_status(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+    def subscribe_status(self, callback: Callable[[Any], None], output: bool = False) -> Callable[[], None]:
         """Call ``callback(StatusEvent)`` for the source's status changes (connecting, live, reconnecting...)."""
-        return self._add(self._status_subs, callback)
+        return self._add(self._status_subs, callback, output)
 
     def _call(self, subs: list[Any], *args: Any) -> None:
+        """Run the subscribers. An output subscriber that fails (a video writer, an events file:
+        ``output=True``) stops the run: :meth:`run` raises its error as OutputError, once, instead
+        of it being logged on every frame while the run "succeeds". Others only report: their
+        failures are logged."""
         with self._lock:
-            callbacks = list(subs)
-        for cb in callbacks:
+            callbacks = [(cb, id(cb) in self._outputs) for cb in subs]
+        for cb, critical in callbacks:
             try:
                 cb(*args)
-            except Exception:
-                log.exception("%s: subscriber %r failed", self.source_id, cb)
+            except Exception as exc:
+                if not critical:
+                    log.exception("%s: subscriber %r failed", self.source_id, cb)
+                    continue
+                if self._output_error is None:
+                    why = str(exc) if isinstance(exc, LookalikeError) else f"{type(exc).__name__}: {exc}"
+                    self._output_error = OutputError(f"an output of the run failed, so it stopped: {why}")
+                    self._output_error.__cause__ = exc
+                    log.debug("%s: subscriber %r failed", self.source_id, cb, exc_info=True)
+                self._stop.set()
 
     # -- latest-result slot ------------------------------------------------------------------------
     def latest(self) -> FrameResult | None:
@@ -538,12 +557,15 @@ class Engine:
             self.metrics.source_id = str(cap.source_id)
         self._sync = (not realtime and not getattr(cap.source, "live", True)) if wait is None else bool(wait)
         self._t_start = time.monotonic()
+        self._output_error = None
         try:
             self._loop(cap, max_frames)
         finally:
             if owned:
                 cap.stop()
             self._finish()
+        if self._output_error is not None:
+            raise self._output_error
         return self.summary()
 
     def _loop(self, cap: Any, max_frames: int | None) -> None:
@@ -625,7 +647,10 @@ class Engine:
         def target() -> None:
             try:
                 self._summary = self.run(source, realtime=realtime, **capture_kwargs)
-            except BaseException as exc:  # reported by wait()/stop()
+            except LookalikeError as exc:  # an expected failure, with its message: wait()/stop() raise it
+                self._error = exc
+                log.debug("%s: engine stopped: %s", self.source_id, exc, exc_info=True)
+            except BaseException as exc:  # a bug: logged with its traceback, and raised by wait()/stop()
                 self._error = exc
                 log.exception("%s: engine failed", self.source_id)
 

@@ -161,3 +161,25 @@ def test_run_out_video_shows_non_ascii_names(unicode_gallery: LiveGallery, hamil
     for n in names:
         assert best[n] > 0.8 and best[n] > best_wrong[n] + 0.2, (n, best[n], best_wrong[n])
     assert len(names) >= 2
+
+
+def test_run_output_failures_stop_the_run_with_a_clear_error(models_env: LiveGallery, hamilton_clip: Path,  # noqa: F811
+                                                             tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    argv = ["run", "--source", str(hamilton_clip), "--headless", "--model", "mobilefacenet", "--backend", "onnx",
+            "--milvus-uri", models_env.uri]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    # refused before any work
+    assert live_main([*argv, "--out", str(blocker / "out.mp4")]) == 2
+    assert "--out" in caplog.text and "cannot create its folder" in caplog.text
+    caplog.clear()
+    assert live_main([*argv, "--events", str(tmp_path)]) == 2
+    assert "--events" in caplog.text and "is a folder" in caplog.text
+    # an output that fails while the video plays (a full disk: /dev/full) stops the run, reported once
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full not available")
+    caplog.clear()
+    assert live_main([*argv, "--events", "/dev/full"]) == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "No space left on device" in errors[0].getMessage(), caplog.text
+    assert "an output of the run failed, so it stopped" in errors[0].getMessage()
