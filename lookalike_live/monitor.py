@@ -249,6 +249,14 @@ class Monitor:
 
         if self._started:
             return self
+        from .capture import parse_source
+        from .errors import SourceError
+
+        for cam in self.config.cameras:  # a camera that cannot be parsed is refused now, with why
+            try:
+                parse_source(cam.url)
+            except SourceError as exc:
+                raise ConfigError(f"camera {cam.name}: {exc}") from exc
         self._started = True
         s = self.settings
         try:
@@ -323,10 +331,15 @@ class Monitor:
         out = {}
         for name, c in self.cameras.items():
             d = c.engine.metrics.as_dict()
-            out[name] = {"status": d["status"], "fps": d["fps"], "frames": d["counters"]["frames"],
+            status, error = d["status"], None
+            if c.engine.failure is not None:  # its engine stopped with an error: say so, with why
+                status, error = "failed", str(c.engine.failure) or type(c.engine.failure).__name__
+            out[name] = {"status": status, "fps": d["fps"], "frames": d["counters"]["frames"],
                          "drops": d["counters"]["capture_drops"], "reconnects": d["counters"]["reconnects"],
                          "search_available": d["search_available"],
                          "latency_p50_ms": d["stages"]["latency"]["p50_ms"]}
+            if error is not None:
+                out[name]["error"] = error
         return out
 
     def _health_loop(self) -> None:
@@ -334,8 +347,9 @@ class Monitor:
             for name, h in self.health().items():
                 level = logging.INFO if h["status"] == "live" else logging.WARNING
                 log.log(level, "camera %s: %s, %.1f fps, %d frames, %d drops, %d reconnects, search %s, "
-                        "latency p50 %.0f ms", name, h["status"] or "starting", h["fps"], h["frames"], h["drops"],
-                        h["reconnects"], "up" if h["search_available"] else "DOWN", h["latency_p50_ms"])
+                        "latency p50 %.0f ms%s", name, h["status"] or "starting", h["fps"], h["frames"], h["drops"],
+                        h["reconnects"], "up" if h["search_available"] else "DOWN", h["latency_p50_ms"],
+                        f" ({h['error']})" if "error" in h else "")
 
     def prometheus(self) -> str:
         return prometheus_text({name: c.engine.metrics for name, c in self.cameras.items()})

@@ -660,6 +660,12 @@ class Engine:
         return self
 
     @property
+    def failure(self) -> BaseException | None:
+        """The error that stopped the background run (None while it runs or when it ended well);
+        :meth:`wait` raises it."""
+        return self._error
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -217,3 +217,29 @@ def test_snapshot_shows_the_face_with_its_open_set_overlay(tmp_path: Path) -> No
     shot = cv2.imread(str(save_snapshot(tmp_path, "door", res, unknown)))
     assert cv2.matchTemplate(shot, ref, cv2.TM_CCOEFF_NORMED).max() < 0.6  # open set: "unknown", no photo
     assert shot.shape[0] > 0 and len(list((tmp_path / "door").glob("*.jpg"))) == 2
+
+
+def test_a_bad_camera_is_refused_at_start_and_a_failed_one_is_reported(live_gallery: LiveGallery,  # noqa: F811
+                                                                       hamilton_clip: Path, tmp_path: Path) -> None:
+    from lookalike_live.monitor import CameraConfig, Monitor, MonitorConfig
+
+    settings = live_gallery.settings(threshold=0.15)
+    bad = MonitorConfig(cameras=(CameraConfig("door", str(hamilton_clip)), CameraConfig("gate", "rtsp://")),
+                        events=tmp_path / "e.jsonl")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="camera gate: .*host"):
+        Monitor(bad, settings, store=live_gallery.store).start()
+    assert time.monotonic() - t0 < 2  # refused before any model loads
+    # a camera whose run fails later (its events cannot be written: a full disk) is "failed", with why
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full not available")
+    cfg = MonitorConfig(cameras=(CameraConfig("door", str(hamilton_clip)),), events=Path("/dev/full"))
+    mon = Monitor(cfg, settings, store=live_gallery.store).start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and mon.health()["door"]["status"] != "failed":
+            time.sleep(0.2)
+        h = mon.health()["door"]
+        assert h["status"] == "failed" and "No space left on device" in h["error"], h
+    finally:
+        mon.stop()
