@@ -647,29 +647,43 @@ def _topk(sims: np.ndarray, cand: np.ndarray, k: int, out_s: np.ndarray, out_r: 
 
 
 # --------------------------------------------------------------------------- Lite server sharing
-_lite_lock = threading.Lock()
+# One lock per Lite file, held while a Gallery connects (and counts itself) and while the last one
+# stops the server: a Gallery that connects while the last one closes waits for the server to stop,
+# then starts its own, instead of connecting to a server that is stopped under it.
+_lite_lock = threading.Lock()  # guards the two dicts
 _lite_refs: dict[str, int] = collections.defaultdict(int)
+_lite_path_locks: dict[str, threading.Lock] = {}
 
 
-def _lite_acquire(path: str) -> None:
+def _lite_path_lock(path: str) -> threading.Lock:
     with _lite_lock:
-        _lite_refs[path] += 1
+        return _lite_path_locks.setdefault(path, threading.Lock())
+
+
+def _lite_connect(path: str, connect: Any) -> Any:
+    """``connect()`` (a MilvusClient for the Lite file ``path``) and count it, as one step."""
+    with _lite_path_lock(path):
+        client = connect()
+        with _lite_lock:
+            _lite_refs[path] += 1
+        return client
 
 
 def _lite_release(path: str) -> None:
     """Stop the in-process Milvus Lite server of ``path`` when its last Gallery closes, so the
     file's lock is released (another process can open it) and its data is flushed."""
-    with _lite_lock:
-        _lite_refs[path] -= 1
-        if _lite_refs[path] > 0:
-            return
-        del _lite_refs[path]
-    try:
-        from milvus_lite.server_manager import server_manager_instance
+    with _lite_path_lock(path):
+        with _lite_lock:
+            _lite_refs[path] -= 1
+            if _lite_refs[path] > 0:
+                return
+            del _lite_refs[path]
+        try:
+            from milvus_lite.server_manager import server_manager_instance
 
-        server_manager_instance.release_server(path)
-    except Exception:  # noqa: BLE001 - best effort at close
-        log.debug("could not release the Milvus Lite server of %s", path, exc_info=True)
+            server_manager_instance.release_server(path)
+        except Exception:  # noqa: BLE001 - best effort at close
+            log.debug("could not release the Milvus Lite server of %s", path, exc_info=True)
 
 
 # --------------------------------------------------------------------------- Gallery
@@ -722,12 +736,13 @@ class Gallery:
         from pymilvus import MilvusClient
 
         t0 = time.perf_counter()
+        def connect() -> Any:
+            return MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout)
+
         try:
-            self._client = MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout)
+            self._client = _lite_connect(self.uri, connect) if self.is_lite else connect()
         except Exception as exc:  # noqa: BLE001 - pymilvus raises bare MilvusException
             raise self._error(exc, "connect") from exc
-        if self.is_lite:
-            _lite_acquire(self.uri)
         log.debug("connected to %s in %.2f s", self.uri, time.perf_counter() - t0)
 
     @classmethod

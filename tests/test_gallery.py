@@ -426,3 +426,35 @@ def test_search_while_server_is_down_then_recovers(milvus_server) -> None:  # ty
             assert res[0][0].face_id == ids[4]
             assert s.stats()["reconnects"] >= 1
         assert g.search(vecs[4])[0][0].face_id == ids[4]  # the sync client recovers too
+
+
+def test_a_gallery_opened_while_the_last_one_closes_keeps_a_working_server(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Milvus Lite race: the last Gallery of a file stops its in-process server at close; a Gallery
+    that connects meanwhile (the app reloading its engine does this) must not be left with a
+    stopped server. The stop is slowed down to open the window every time."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = str(tmp_path / "race.db")
+    with Gallery(uri, collection="faces", timeout=10) as g:
+        g.ensure(dim=DIM, model="test-model")
+        _fill(g)
+        g.flush()
+    real = server_manager_instance.release_server
+    stopping = threading.Event()
+
+    def slow_release(path):  # type: ignore[no-untyped-def]
+        stopping.set()
+        time.sleep(0.5)  # the window: the count is zero, the server still runs
+        return real(path)
+
+    monkeypatch.setattr(server_manager_instance, "release_server", slow_release)
+    first = Gallery(uri, collection="faces", timeout=10)
+    closer = threading.Thread(target=first.close)
+    closer.start()
+    assert stopping.wait(10)
+    second = Gallery(uri, collection="faces", timeout=10)  # connects inside the window
+    closer.join()
+    try:
+        assert second.count() == 72  # its server is alive (before the fix: stopped under it)
+    finally:
+        second.close()
