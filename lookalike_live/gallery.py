@@ -1556,7 +1556,11 @@ class AsyncSearcher:
                 mine["dropped"] += 1
         for d in dropped:
             _cancel(d)
-        self._loop.call_soon_threadsafe(self._dispatch)
+        try:
+            self._loop.call_soon_threadsafe(self._dispatch)
+        except RuntimeError:  # closed between the check above and now: close() cancelled it
+            if not fut.done():
+                fut.set_exception(GalleryError("AsyncSearcher is closed"))
         return fut
 
     def stats(self) -> dict[str, Any]:
@@ -1584,6 +1588,10 @@ class AsyncSearcher:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=timeout)
         self._local_pool.shutdown(wait=False, cancel_futures=True)
+        if self._warm_thread is not None:  # loading the local index: the gallery must outlive it
+            self._warm_thread.join(timeout=max(timeout, 30.0))
+            if self._warm_thread.is_alive():
+                log.warning("the local index is still loading after %.0f s", max(timeout, 30.0))
 
     def __enter__(self) -> AsyncSearcher:
         return self

@@ -695,12 +695,27 @@ class Engine:
                 log.warning("%s: inference thread did not stop within %.1f s", self.source_id, timeout)
         return self.summary()
 
-    def close(self) -> None:
-        """Stop and release what the engine created (searcher, gallery, models). Idempotent."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop and release what the engine created (searcher, gallery, models). Idempotent.
+        Nothing is closed under a running inference thread: when it does not stop within
+        ``timeout`` (stuck in a subscriber, a slow model call), the release waits for it on a
+        background thread and happens as soon as it ends."""
         if self._closed:
             return
-        self.stop()
+        self.stop(timeout)
         self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            def release_later() -> None:
+                thread.join()
+                self._release_owned()
+                log.info("%s: released after its inference thread ended", self.source_id)
+
+            threading.Thread(target=release_later, name=f"engine-close[{self.source_id}]", daemon=True).start()
+            return
+        self._release_owned()
+
+    def _release_owned(self) -> None:
         for obj in self._owned:
             try:
                 obj.close()

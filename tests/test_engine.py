@@ -3,6 +3,7 @@ fault test): every frame, stable ids, fast decisions, realtime mode, corrupt inp
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -250,3 +251,32 @@ def _clip() -> Path:
     from conftest import shared_path
 
     return shared_path("testdata", "video", "short_hamilton_clip.mp4")
+
+
+def test_close_never_releases_the_models_under_a_running_inference_thread(live_gallery: LiveGallery) -> None:  # noqa: F811
+    """close() while the inference thread is inside a slow model call: the embedder must not be
+    freed under it (it would silently load itself again); it is released once the thread ends."""
+    engine = Engine.from_settings(live_gallery.settings(), store=live_gallery.store)
+    emb = engine.analyzer.embedder
+    emb.prepare()
+    inside, go_on = threading.Event(), threading.Event()
+    real_embed, real_prepare = emb.embed_array, emb.prepare
+    reloads: list[int] = []
+
+    def slow_embed(*a, **k):  # type: ignore[no-untyped-def]
+        inside.set()
+        go_on.wait(20)  # the slow call: close() comes now
+        return real_embed(*a, **k)
+
+    emb.embed_array = slow_embed  # type: ignore[method-assign]
+    emb.prepare = lambda: (reloads.append(1), real_prepare())[1]  # type: ignore[method-assign]
+    engine.start(str(_clip()), realtime=False)
+    assert inside.wait(30)
+    engine.close(timeout=0.3)  # the thread cannot stop yet
+    assert engine.running and emb.prepared  # nothing released under it
+    go_on.set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (engine.running or emb.prepared):
+        time.sleep(0.05)
+    assert not engine.running and not emb.prepared  # released once the thread ended
+    assert reloads == []  # and never loaded again behind the caller's back

@@ -458,3 +458,63 @@ def test_a_gallery_opened_while_the_last_one_closes_keeps_a_working_server(tmp_p
         assert second.count() == 72  # its server is alive (before the fix: stopped under it)
     finally:
         second.close()
+
+
+def test_submit_racing_close_never_raises(gallery: Gallery) -> None:
+    """A submit that passed the closed-check just before close() stopped the event loop: it must
+    hand back a finished future, not raise RuntimeError into the engine's loop."""
+    _fill(gallery)
+    gallery.flush()
+    s = AsyncSearcher(gallery, timeout=5)
+    entered, gate = threading.Event(), threading.Event()
+    real_loop = s._loop  # noqa: SLF001
+
+    class HeldLoop:  # the submitting thread is held just before it wakes the loop
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(real_loop, name)
+
+        def call_soon_threadsafe(self, *args):  # type: ignore[no-untyped-def]
+            if threading.current_thread().name == "submitter":
+                entered.set()
+                gate.wait(10)
+            return real_loop.call_soon_threadsafe(*args)
+
+    s._loop = HeldLoop()  # type: ignore[assignment]  # noqa: SLF001
+    out: dict[str, object] = {}
+
+    def submit() -> None:
+        try:
+            out["future"] = s.submit(np.ones((1, DIM), np.float32), source="cam")
+        except BaseException as exc:  # noqa: BLE001 - what the test looks for
+            out["error"] = exc
+
+    t = threading.Thread(target=submit, name="submitter")
+    t.start()
+    assert entered.wait(10)
+    s.close()  # stops and closes the loop while the submitter is held
+    gate.set()
+    t.join(10)
+    assert "error" not in out, out
+    fut = out["future"]
+    assert isinstance(fut, concurrent.futures.Future) and fut.done()
+
+
+def test_searcher_close_waits_for_the_local_index_load(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    uri = str(tmp_path / "warm.db")
+    with Gallery(uri, collection="faces", timeout=10) as g:
+        g.ensure(dim=DIM, model="test-model")
+        _fill(g)
+        g.flush()
+    with Gallery(uri, collection="faces", timeout=10) as g:
+        real = g.warm_local_index
+
+        def slow_warm():  # type: ignore[no-untyped-def]
+            time.sleep(1.0)
+            return real()
+
+        monkeypatch.setattr(g, "warm_local_index", slow_warm)
+        s = AsyncSearcher(g, timeout=2)
+        warm = s._warm_thread  # noqa: SLF001
+        assert warm is not None and warm.is_alive()
+        s.close()
+        assert not warm.is_alive()  # the gallery is not closed under a loading thread
