@@ -695,3 +695,40 @@ def test_qt_painter_bad_input_and_a_crowd(qapp) -> None:  # type: ignore[no-unty
     for g in with_photo:
         x, y, s, _ = g.thumb_rect
         assert tuple(out[y + s // 2, x + s // 2]) == (90, 90, 90)
+
+
+def test_gallery_problems_by_type_and_a_dropped_photo_search_says_why(live_gallery: LiveGallery,  # noqa: F811
+                                                                       hamilton_clip: Path, tmp_path: Path) -> None:
+    import concurrent.futures
+
+    from lookalike_live.errors import GalleryError
+    from lookalike_live.gallery import Gallery
+    from lookalike_live.gui.session import PhotoMatcher, load_engine
+
+    other = str(tmp_path / "other.db")
+    with Gallery(other, collection="faces") as g:  # a gallery built with another model
+        g.ensure(dim=128, model="some-other-model")
+        g.upsert_faces([1], np.ones((1, 128), np.float32), ["7"], ["A"], "ds", ["a.jpg"])
+        g.flush()
+    loaded = load_engine(live_gallery.settings(milvus_uri=other), store=live_gallery.store)
+    try:
+        assert loaded.gallery_problem is not None and loaded.gallery_problem.kind == "mismatch"
+        assert "some-other-model" in loaded.gallery_problem.message
+    finally:
+        loaded.close()
+    loaded = load_engine(live_gallery.settings(), store=live_gallery.store)
+    matcher = PhotoMatcher(loaded, store=live_gallery.store)
+    try:
+        class Dropping:  # the searcher's queue overflowed: its future comes back cancelled
+            def submit(self, *a, **k):  # type: ignore[no-untyped-def]
+                f: concurrent.futures.Future = concurrent.futures.Future()
+                f.cancel()
+                return f
+
+        loaded.engine.searcher = Dropping()
+        with pytest.raises(GalleryError, match="dropped"):
+            matcher.match(clip_frame(hamilton_clip, 100))
+    finally:
+        matcher.close()
+        loaded.engine.searcher = None
+        loaded.close()

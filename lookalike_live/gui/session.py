@@ -10,6 +10,7 @@ video without a detector and an embedder.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
-from ..errors import GalleryError, GalleryUnavailableError
+from ..errors import DimensionMismatchError, GalleryError, GalleryUnavailableError
 from ..types import FaceDetections, Frame, FrameResult, Match, Track, TrackState
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def load_engine(settings: Settings, *, store: Path | None = None, top_k: int = 1
 
     Raises ModelNotInstalledError / UnknownModelError / BackendUnavailableError / ConfigError for
     model problems; gallery problems become ``LoadedEngine.gallery_problem`` (search off)."""
-    from ..gallery import Gallery, default_uri, is_lite_uri
+    from ..gallery import Gallery, ModelMismatchError, default_uri, is_lite_uri
     from ..pipeline import Engine, EngineConfig, FaceAnalyzer
 
     t0 = time.monotonic()
@@ -98,9 +99,10 @@ def load_engine(settings: Settings, *, store: Path | None = None, top_k: int = 1
                 searcher = gallery.searcher()
         except GalleryUnavailableError as exc:
             problem = GalleryProblem("unavailable", str(exc))
+        except (ModelMismatchError, DimensionMismatchError) as exc:  # by type, never by message text
+            problem = GalleryProblem("mismatch", str(exc))
         except GalleryError as exc:
-            kind = "mismatch" if "model" in str(exc) or "-d vectors" in str(exc) else "error"
-            problem = GalleryProblem(kind, str(exc))
+            problem = GalleryProblem("error", str(exc))
         if problem is not None:
             log.warning("gallery %s: %s: running without search", uri, problem.message)
             if gallery is not None:
@@ -185,6 +187,9 @@ class PhotoMatcher:
                 answers = fut.result(timeout=self.search_timeout)
             except GalleryUnavailableError:
                 state = TrackState.SEARCH_UNAVAILABLE
+            except concurrent.futures.CancelledError as exc:  # its queue overflowed, or the app is closing
+                raise GalleryError("the search of this photo was dropped (newer requests took its place, or the "
+                                   "gallery is closing): open the photo again") from exc
             except TimeoutError as exc:
                 raise GalleryUnavailableError(f"the gallery did not answer within {self.search_timeout:g} s") from exc
             timings["search"] = (time.perf_counter() - t2) * 1e3
