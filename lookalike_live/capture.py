@@ -900,6 +900,7 @@ class CaptureThread:
         self._frame_times: deque[float] = deque(maxlen=64)
         self._next_index = 0
         self._last_ts = -math.inf
+        self._last_read_ms: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -1106,7 +1107,7 @@ class CaptureThread:
         if ts <= self._last_ts:
             ts = math.nextafter(self._last_ts, math.inf)
         self._last_ts = ts
-        frame = Frame(self.source_id, self._next_index, ts, image)
+        frame = Frame(self.source_id, self._next_index, ts, image, captured_at=now, decode_ms=self._last_read_ms)
         self._next_index += 1
         self.slot.put(frame, wait=self.lossless, cancel=self._stop)
         with self._lock:
@@ -1114,8 +1115,11 @@ class CaptureThread:
             self._frame_times.append(now)
 
     def _read_one(self) -> tuple[str, np.ndarray | None, float | None]:
-        """One backend read: ("frame", image, ts), ("corrupt", None, None) or ("failed", None, None)."""
+        """One backend read: ("frame", image, ts), ("corrupt", None, None) or ("failed", None, None).
+        Its duration is kept for the frame (``Frame.decode_ms``)."""
+        t0 = time.monotonic()
         ok, raw, ts = self.source.read()
+        self._last_read_ms = (time.monotonic() - t0) * 1e3
         if not ok:
             return "failed", None, None
         image, why = _as_bgr(raw)

@@ -257,8 +257,6 @@ class Engine:
         self.tracker = Tracker(tcfg)
         self.metrics = Metrics(self.source_id)  # per run
         self._outstanding: deque[_Outstanding] = deque()
-        self._decode_done: dict[float, float] = {}
-        self._decode_order: deque[float] = deque()
         self._first_seen_wall: dict[int, float] = {}
         self._decision_wall_ms: list[float] = []
         self._decision_video_ms: list[float] = []
@@ -353,6 +351,8 @@ class Engine:
         t0 = time.perf_counter()
         mono0 = time.monotonic()
         timings: dict[str, float] = {}
+        if frame.decode_ms is not None:
+            self.metrics.record("decode", frame.decode_ms)
         image = frame.image
         self._resolve(wait=self._sync, ts_ms=frame.ts_ms)
         td = time.perf_counter()
@@ -460,9 +460,8 @@ class Engine:
         self._call(self._search_subs, ok, message)
 
     def _decoded_at(self, frame: Frame, fallback: float) -> float:
-        t = self._decode_done.get(frame.ts_ms)
-        if t is not None:
-            return t
+        if frame.captured_at is not None:  # stamped by the capture thread
+            return frame.captured_at
         cap = self._capture
         if cap is not None and getattr(cap.source, "live", False) and cap.started_at:
             # live sources stamp frames with the capture thread's clock (ms since start)
@@ -504,30 +503,9 @@ class Engine:
             return source, False
         src_kwargs = {k: capture_kwargs.pop(k) for k in _MAKE_SOURCE_KEYS if k in capture_kwargs}
         fsrc = source if isinstance(source, FrameSource) else make_source(parse_source(source), **src_kwargs)
-        self._time_reads(fsrc)
         capture_kwargs.setdefault("source_id", self.source_id or None)
         cap = open_source(fsrc, realtime=realtime, on_status=self._on_status, **capture_kwargs)
         return cap, True
-
-    def _time_reads(self, fsrc: Any) -> None:
-        """Measure every backend read (decode) and remember when each frame was decoded."""
-        inner = fsrc.read
-        metrics, done, order = self.metrics, self._decode_done, self._decode_order
-
-        def timed_read() -> tuple[bool, np.ndarray | None, float | None]:
-            t0 = time.monotonic()
-            ok, image, ts = inner()
-            t1 = time.monotonic()
-            if ok and image is not None:
-                metrics.record("decode", (t1 - t0) * 1e3)
-                if ts is not None:
-                    done[float(ts)] = t1
-                    order.append(float(ts))
-                    while len(order) > 256:
-                        done.pop(order.popleft(), None)
-            return ok, image, ts
-
-        fsrc.read = timed_read
 
     def _on_status(self, event: Any) -> None:
         self.metrics.status = event.status.value

@@ -62,13 +62,17 @@ class Frame:
     """One decoded video frame or photo.
 
     ``image`` is BGR uint8 (H, W, 3); ``ts_ms`` is the source's timestamp in
-    milliseconds (monotonic within a source); ``index`` counts frames from 0.
+    milliseconds (monotonic within a source); ``index`` counts frames from 0. A capture thread
+    also stamps ``captured_at`` (``time.monotonic()`` when the frame entered the pipeline: decoded,
+    and due when a file plays at its own pace) and ``decode_ms`` (the backend read's duration).
     """
 
     source_id: str
     index: int
     ts_ms: float
     image: np.ndarray
+    captured_at: float | None = None
+    decode_ms: float | None = None
 
     def __post_init__(self) -> None:
         _check("Frame.image (BGR uint8)", self.image, (None, None, 3), np.uint8)
