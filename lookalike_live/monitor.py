@@ -224,10 +224,7 @@ class Monitor:
         self.capture_options = dict(capture_options or {})
         self.cameras: dict[str, _Camera] = {}
         self.writer: EventWriter | None = None
-        self._embedder: Any = None
-        self._gallery: Any = None
-        self._searcher: Any = None
-        self._embed_lock = threading.Lock()
+        self._runtime: Any = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self._health_stop = threading.Event()
@@ -242,10 +239,8 @@ class Monitor:
 
     def start(self) -> Monitor:
         """Load the models, open the gallery, start every camera (and the metrics server)."""
-        from .detect import FaceDetector
-        from .embed import create_embedder
-        from .gallery import Gallery
-        from .pipeline import Engine, EngineConfig, FaceAnalyzer
+        from .pipeline import EngineConfig
+        from .runtime import Runtime
 
         if self._started:
             return self
@@ -261,19 +256,10 @@ class Monitor:
         s = self.settings
         try:
             self.writer = EventWriter(self.config.events)
-            self._embedder = create_embedder(s.model, backend=s.backend, store=self.store)
-            self._embedder.prepare()
-            self._gallery = Gallery.from_settings(s)
-            self._gallery.check_model(self._embedder.spec.name, self._embedder.dim)
-            self._searcher = self._gallery.searcher()
+            self._runtime = Runtime(s, store=self.store)  # one embedder, gallery and searcher for all
             cfg = self.engine_config or EngineConfig.from_settings(s)
             for cam in self.config.cameras:
-                detector = FaceDetector(s.detector, store=self.store, min_score=s.min_face_score,
-                                        running_mode="video", small_faces=s.small_faces)  # type: ignore[arg-type]
-                analyzer = FaceAnalyzer(detector, self._embedder, max_faces=s.max_faces)
-                detector.prepare()
-                engine = Engine(analyzer, self._searcher, cfg, source_id=cam.name, embed_lock=self._embed_lock,
-                                owned=[detector])
+                engine = self._runtime.engine(cam.name, cfg)
                 c = _Camera(cam, engine)
                 c.unsubscribe.append(engine.subscribe_events(self._on_event(cam.name)))
                 c.unsubscribe.append(engine.subscribe_status(self._on_status(cam.name)))
@@ -387,12 +373,8 @@ class Monitor:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
-        for obj in (self._searcher, self._gallery, self._embedder):
-            if obj is not None:
-                try:
-                    obj.close()
-                except Exception:  # noqa: BLE001
-                    log.debug("error while closing %s", obj, exc_info=True)
+        if self._runtime is not None:
+            self._runtime.close()  # the searcher, the gallery, the embedder
         if self.writer is not None:
             self.writer.close()
         return summaries

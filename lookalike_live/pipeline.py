@@ -222,31 +222,22 @@ class Engine:
     def from_settings(cls, settings: Settings, *, store: Path | None = None, gallery: Any | None = None,
                       searcher: Any | None = None, config: EngineConfig | None = None, source_id: str = "",
                       search: bool = True) -> Engine:
-        """An engine with the settings' detector and embedder (loaded now) and, when ``search``,
-        the gallery at ``settings.milvus_uri`` (opened now; its model is checked against the
-        embedder's). Raises ModelNotInstalledError (naming the install command), GalleryError /
+        """A single engine and the :class:`~lookalike_live.runtime.Runtime` behind it (closed
+        with it): the settings' detector and embedder (loaded now) and, when ``search``, the
+        gallery at ``settings.milvus_uri`` (opened now; its model is checked against the
+        embedder's) unless ``gallery`` / ``searcher`` are given (then the caller owns them).
+        Raises ModelNotInstalledError (naming the install command), GalleryError /
         GalleryUnavailableError (naming the fix) or ConfigError."""
-        owned: list[Any] = []
-        analyzer = FaceAnalyzer.from_settings(settings, store=store, running_mode="video")
-        try:
-            analyzer.prepare()
-            owned.append(analyzer)
-            if search and searcher is None:
-                if gallery is None:
-                    from .gallery import Gallery
+        from .runtime import Runtime
 
-                    gallery = Gallery.from_settings(settings)
-                    owned.append(gallery)
-                gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
-                searcher = gallery.searcher()
-                owned.insert(0, searcher)
+        runtime = Runtime(settings, store=store, search=search, gallery=gallery, searcher=searcher)
+        try:
+            engine = runtime.engine(source_id, config or EngineConfig.from_settings(settings))
         except BaseException:
-            for obj in reversed(owned):
-                with contextlib.suppress(Exception):
-                    obj.close()
+            runtime.close()
             raise
-        cfg = config or EngineConfig.from_settings(settings)
-        return cls(analyzer, searcher, cfg, source_id=source_id, owned=owned)
+        engine._owned.append(runtime)
+        return engine
 
     def _reset(self) -> None:
         tcfg = self.config.tracker

@@ -22,23 +22,13 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
-from ..errors import DimensionMismatchError, GalleryError, GalleryUnavailableError
+from ..errors import GalleryError, GalleryUnavailableError
+from ..runtime import INDEX_BUILD_HINT, GalleryProblem
 from ..types import FaceDetections, Frame, FrameResult, Match, Track, TrackState
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GalleryProblem", "LoadedEngine", "load_engine", "PhotoMatcher", "dedupe_identities", "INDEX_BUILD_HINT"]
-
-INDEX_BUILD_HINT = "lookalike-live index build --dataset /path/to/CelebA --format celeba"
-
-
-@dataclass(frozen=True)
-class GalleryProblem:
-    """Why the engine runs without search. ``kind``: ``unavailable`` (Milvus down), ``empty``
-    (no collection or no faces), ``mismatch`` (other model/dimension) or ``error``."""
-
-    kind: str
-    message: str
 
 
 @dataclass
@@ -54,6 +44,7 @@ class LoadedEngine:
     gallery_stats: dict[str, Any] | None = None
     gallery_problem: GalleryProblem | None = None
     load_seconds: float = 0.0
+    runtime: Any = None  # runtime.Runtime (load_engine sets it): the embedder, gallery and searcher
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -62,73 +53,34 @@ class LoadedEngine:
 
     def close(self) -> None:
         self.engine.close()
+        if self.runtime is not None:
+            self.runtime.close()
 
 
 def load_engine(settings: Settings, *, store: Path | None = None, top_k: int = 10,
                 gallery_timeout: float = 5.0, source_id: str = "app") -> LoadedEngine:
-    """Load the detector and embedder (prepared), open the gallery and build an :class:`Engine`
-    (not started). Slow (seconds): call it on a worker thread.
+    """Build the :class:`~lookalike_live.runtime.Runtime` (models loaded, the gallery opened, its
+    problems tolerated) and its :class:`Engine` (not started). Slow (seconds): call it on a
+    worker thread.
 
     Raises ModelNotInstalledError / UnknownModelError / BackendUnavailableError / ConfigError for
     model problems; gallery problems become ``LoadedEngine.gallery_problem`` (search off)."""
-    from ..gallery import Gallery, ModelMismatchError, default_uri, is_lite_uri
-    from ..pipeline import Engine, EngineConfig, FaceAnalyzer
+    from ..gallery import default_uri, is_lite_uri
+    from ..pipeline import EngineConfig
+    from ..runtime import Runtime
 
     t0 = time.monotonic()
     uri = settings.milvus_uri or default_uri()
-    analyzer = FaceAnalyzer.from_settings(settings, store=store, running_mode="video")
+    runtime = Runtime(settings, store=store, tolerate_gallery=True, gallery_timeout=gallery_timeout)
     try:
-        analyzer.prepare()
+        engine = runtime.engine(source_id, EngineConfig.from_settings(settings, top_k=max(1, int(top_k))))
     except BaseException:
-        analyzer.close()
+        runtime.close()
         raise
-    owned: list[Any] = [analyzer]
-    gallery: Any = None
-    stats: dict[str, Any] | None = None
-    problem: GalleryProblem | None = None
-    searcher: Any = None
-    try:
-        try:
-            gallery = Gallery(uri, collection=settings.collection, token=settings.token, timeout=gallery_timeout,
-                              match_by=settings.match_by)
-            stats = gallery.stats()
-            if not stats.get("exists") or not stats.get("faces"):
-                problem = GalleryProblem("empty", _empty_message(uri, settings.collection, stats))
-            else:
-                gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
-                searcher = gallery.searcher()
-        except GalleryUnavailableError as exc:
-            problem = GalleryProblem("unavailable", str(exc))
-        except (ModelMismatchError, DimensionMismatchError) as exc:  # by type, never by message text
-            problem = GalleryProblem("mismatch", str(exc))
-        except GalleryError as exc:
-            problem = GalleryProblem("error", str(exc))
-        if problem is not None:
-            log.warning("gallery %s: %s: running without search", uri, problem.message)
-            if gallery is not None:
-                with contextlib.suppress(Exception):
-                    gallery.close()
-                gallery = None
-        else:
-            owned = [searcher, analyzer, gallery]
-    except BaseException:
-        for obj in (searcher, gallery, analyzer):
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    obj.close()
-        raise
-    config = EngineConfig.from_settings(settings, top_k=max(1, int(top_k)))
-    engine = Engine(analyzer, searcher, config, source_id=source_id, owned=owned)
-    backend = str(getattr(analyzer.embedder, "backend", "?"))
-    return LoadedEngine(engine=engine, settings=settings, backend=backend, model=analyzer.spec.name, uri=uri,
-                        is_lite=is_lite_uri(uri), gallery_stats=stats, gallery_problem=problem,
-                        load_seconds=round(time.monotonic() - t0, 3))
-
-
-def _empty_message(uri: str, collection: str, stats: dict[str, Any] | None) -> str:
-    what = "is empty" if stats and stats.get("exists") else "does not exist yet"
-    return (f"The gallery (collection {collection!r} at {uri}) {what}: faces are detected but cannot be matched. "
-            f"Build it with `{INDEX_BUILD_HINT}` (same --milvus-uri/--collection), then press Retry.")
+    return LoadedEngine(engine=engine, settings=settings, backend=str(getattr(runtime.embedder, "backend", "?")),
+                        model=runtime.embedder.spec.name, uri=uri, is_lite=is_lite_uri(uri),
+                        gallery_stats=runtime.gallery_stats, gallery_problem=runtime.gallery_problem,
+                        load_seconds=round(time.monotonic() - t0, 3), runtime=runtime)
 
 
 def dedupe_identities(matches: Sequence[Match], k: int) -> tuple[Match, ...]:
@@ -149,14 +101,9 @@ class PhotoMatcher:
     thread) and searcher; owns only its image-mode detector. Call from a worker thread."""
 
     def __init__(self, loaded: LoadedEngine, store: Path | None = None, search_timeout: float = 10.0) -> None:
-        from ..detect import FaceDetector
-
-        s = loaded.settings
         self.loaded = loaded
         self.search_timeout = float(search_timeout)
-        self.detector = FaceDetector(s.detector, store=store, min_score=s.min_face_score, running_mode="image",
-                                     small_faces=s.small_faces)  # type: ignore[arg-type]  # validated choices
-        self.detector.prepare()
+        self.detector = loaded.runtime.detector("image")  # image mode: each photo on its own
 
     def match(self, image: np.ndarray, *, top_k: int = 10, source_id: str = "photo") -> FrameResult:
         """A FrameResult for ``image`` (BGR uint8): one Track per face, ``best`` and ``top_k`` set when the
