@@ -66,14 +66,18 @@ class FaceAnalyzer:
             dets = dets[np.sort(keep)]
         return dets
 
-    def embed_faces(self, image: np.ndarray, dets: FaceDetections, timings: dict[str, float] | None = None
-                    ) -> tuple[FaceCrops, Embeddings]:
+    def embed_faces(self, image: np.ndarray, dets: FaceDetections, timings: dict[str, float] | None = None, *,
+                    quality: np.ndarray | None = None, lock: Any = None) -> tuple[FaceCrops, Embeddings]:
+        """Align ``dets`` the way the embedder was trained and embed them in one batch: the one
+        align -> embed path (photos, index builds, the live engine). ``quality``: precomputed per
+        face; ``lock``: held around the model call (engines sharing one embedder)."""
         from .align import align_faces
 
         t0 = time.perf_counter()
-        crops = align_faces(image, dets, self.embedder.spec)
+        crops = align_faces(image, dets, self.embedder.spec, quality=quality)
         t1 = time.perf_counter()
-        emb = self.embedder.embed(crops)
+        with lock if lock is not None else contextlib.nullcontext():
+            emb = self.embedder.embed(crops)
         t2 = time.perf_counter()
         if timings is not None:
             timings["align"] = (t1 - t0) * 1e3
@@ -357,17 +361,8 @@ class Engine:
         plan = self.tracker.assign(dets, frame.ts_ms, frame.index, quality)
         rows = plan.query_rows
         if len(rows):
-            from .align import align_faces
-
-            sub = dets[rows]
-            ta = time.perf_counter()
-            crops = align_faces(image, sub, self.analyzer.spec, quality=None if quality is None else quality[rows])
-            tb = time.perf_counter()
-            with self._embed_lock:
-                emb = self.analyzer.embedder.embed(crops)
-            tc = time.perf_counter()
-            timings["align"] = (tb - ta) * 1e3
-            timings["embed"] = (tc - tb) * 1e3
+            crops, emb = self.analyzer.embed_faces(image, dets[rows], timings, lock=self._embed_lock,
+                                                   quality=None if quality is None else quality[rows])
             self.metrics.record("align", timings["align"])
             self.metrics.record("embed", timings["embed"])
             self.metrics.incr("embeddings", len(rows))

@@ -109,22 +109,15 @@ class PhotoMatcher:
         """A FrameResult for ``image`` (BGR uint8): one Track per face, ``best`` and ``top_k`` set when the
         gallery answered; state DECIDED / UNKNOWN (below the threshold) / SEARCH_UNAVAILABLE / TENTATIVE
         (no search). Raises GalleryError when the search fails."""
-        from ..align import align_faces
         from ..pipeline import FaceAnalyzer
 
         engine = self.loaded.engine
         analyzer = FaceAnalyzer(self.detector, engine.analyzer.embedder, max_faces=self.loaded.settings.max_faces)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        dets = analyzer.detect(image)
-        timings["detect"] = (time.perf_counter() - t0) * 1e3
+        res = analyzer.analyze(image)  # detect -> align -> embed, as everywhere
+        dets, emb, timings = res.detections, res.embeddings, dict(res.timings)
         frame = Frame(source_id, 0, 0.0, image)
         if not len(dets):
             return FrameResult(frame, dets, (), timings)
-        t1 = time.perf_counter()
-        crops = align_faces(image, dets, analyzer.spec)
-        emb = analyzer.embedder.embed(crops)
-        timings["embed"] = (time.perf_counter() - t1) * 1e3
         answers: list[list[Match]] | None = None
         state = TrackState.TENTATIVE
         if engine.searcher is not None:
