@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .closing import close_all
 from .config import Settings
 from .types import Embeddings, FaceCrops, FaceDetections
 
@@ -93,11 +94,7 @@ class FaceAnalyzer:
         return FaceAnalysis(dets, crops, emb, timings)
 
     def close(self) -> None:
-        for part in (self.detector, self.embedder):
-            try:
-                part.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the real error
-                log.debug("error while closing %s", part, exc_info=True)
+        close_all((self.detector, self.embedder))
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -680,11 +677,7 @@ class Engine:
         self._release_owned()
 
     def _release_owned(self) -> None:
-        for obj in self._owned:
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the real error
-                log.debug("error while closing %s", obj, exc_info=True)
+        close_all(self._owned)
 
     def __enter__(self) -> Engine:
         return self

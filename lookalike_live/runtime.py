@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .closing import close_all
 from .config import Settings
 from .errors import ConfigError, DimensionMismatchError, GalleryError, GalleryUnavailableError
 
@@ -156,15 +157,8 @@ class Runtime:
         for e in engines:
             with contextlib.suppress(Exception):
                 e.close()
-        parts = [self.searcher if self._owns_searcher else None, self.gallery if self._owns_gallery else None,
-                 self.embedder]
-        for obj in parts:
-            if obj is None:
-                continue
-            try:
-                obj.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the real error
-                log.debug("error while closing %s", obj, exc_info=True)
+        close_all([self.searcher if self._owns_searcher else None, self.gallery if self._owns_gallery else None,
+                   self.embedder])
 
     def __enter__(self) -> Runtime:
         return self
