@@ -732,3 +732,39 @@ def test_gallery_problems_by_type_and_a_dropped_photo_search_says_why(live_galle
         matcher.close()
         loaded.engine.searcher = None
         loaded.close()
+
+
+def test_window_draws_names_in_every_script(qtbot, make_window, live_gallery: LiveGallery, tmp_path: Path,  # noqa: F811
+                                            qapp) -> None:  # type: ignore[no-untyped-def]
+    """The window's own pixels (app.capture_window) hold each name as Qt renders it, for Latin with
+    accents, Icelandic, Cyrillic and CJK at once (the Xvfb test above sees whichever of them the clip's
+    faces match)."""
+    from lookalike_live.gallery import GalleryMatch
+    from lookalike_live.gui.app import capture_window
+    from lookalike_live.types import FaceDetections, Frame, FrameResult, Track
+
+    thumb = cv2.imencode(".jpg", np.full((96, 96, 3), 120, np.uint8))[1].tobytes()
+    boxes = [(40.0, 40.0, 110.0, 110.0), (360.0, 40.0, 430.0, 110.0), (40.0, 220.0, 110.0, 290.0),
+             (360.0, 220.0, 430.0, 290.0)]
+    tracks = tuple(Track(i + 1, b, GalleryMatch(str(i), name, 0.6, "x.jpg", i, "celeba", thumb),
+                         state=TrackState.DECIDED) for i, (b, name) in enumerate(zip(boxes, UNICODE_NAMES, strict=True)))
+    image = np.full((360, 640, 3), 40, np.uint8)
+    dets = FaceDetections(np.array(boxes, np.float32), np.ones(4, np.float32), np.zeros((4, 6, 2), np.float32))
+    w = make_window(live_gallery.settings(), live_gallery.store)
+    w.mode = "photo"
+    w.show_result(FrameResult(Frame("photo", 0, 0.0, image), dets, tracks))
+    qtbot.wait(50)
+    info = capture_window(w, tmp_path / "w.png")
+    gray = cv2.cvtColor(cv2.imread(str(tmp_path / "w.png")), cv2.COLOR_BGR2GRAY)
+    vx, vy, vw, _ = info["video_rect"]
+    scale = vw / 640
+    seen = set()
+    for g in info["tags"]:
+        item = next(i for i in g["texts"] if i["role"] == "name")
+        ref = _qt_reference(item["text"], item["size"], item["bold"], item["family"], scale)
+        wrong = _qt_reference("?" * len(item["text"]), item["size"], item["bold"], item["family"], scale)
+        at = (vx + item["x"] * scale, vy + item["y"] * scale)
+        score, bad = _find(gray, ref, *at), _find(gray, wrong, *at)
+        assert score > 0.8 and score > bad + 0.3, (item["text"], score, bad)
+        seen.add(next(n for n in UNICODE_NAMES if n.startswith(item["text"].rstrip("…"))))  # long ones elided
+    assert seen == set(UNICODE_NAMES)
