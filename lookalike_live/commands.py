@@ -171,6 +171,9 @@ def cmd_match(args: argparse.Namespace) -> int:
         if card_input is None:
             raise ConfigError(f"no card written: {next(iter(skipped.values()), 'the photo could not be read')}")
         image, faces, name = card_input
+        if not faces:
+            raise ConfigError(f"no card written: no face found in {name}" if not results else
+                              f"no card written: the gallery returned no match for the faces of {name} (is it empty?)")
         out["card"] = str(save_card(make_card(image, faces, title=name, threshold=settings.threshold), args.card))
         log.info("card saved: %s (%d faces)", out["card"], len(faces))
 

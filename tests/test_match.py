@@ -80,14 +80,17 @@ def test_card_errors_are_clear_and_write_nothing(env: LiveGallery, celeba_dir: P
     (a, _), (b, _) = _photos(celeba_dir)[:2]
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
     cases = [
         ([str(a), str(b), "--card", str(tmp_path / "c1.png")], "one photo"),
         ([str(a), "--card", str(tmp_path / "c2.jpg")], "ending in .png"),
         ([str(bad), "--card", str(tmp_path / "c3.png")], "no card written"),
         ([str(a), "--card", str(tmp_path)], "is a folder"),
+        ([str(blank), "--card", str(tmp_path / "c4.png")], "no face found in blank.png"),
     ]
     for extra, message in cases:
         caplog.clear()
         assert live_main(_argv(env, *extra)) == 2, extra
         assert message in caplog.text, (extra, caplog.text)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.png", "broken.jpg"]
