@@ -3,8 +3,9 @@
 Events (one JSON object per line, flushed line by line; ``time`` is Unix seconds)::
 
     {"event": "camera_status", "camera": "door", "time": ..., "status": "reconnecting", "message": ..., "attempt": 2, "retry_in": 1.1}
-    {"event": "track_started", "camera": "door", "time": ..., "track": 3, "bbox": [x1, y1, x2, y2], "match": null, "score": null, "state": "tentative"}
-    {"event": "identity_decided", ..., "match": {"identity": "2880", "name": "...", "score": 0.52, "image": "000123.jpg"}, "score": 0.52, "state": "decided", "snapshot": "snapshots/door/..jpg"}
+    {"event": "track_started", "camera": "door", "time": ..., "track": 3, "bbox": [x1, y1, x2, y2], "state": "tentative", "decision": "pending", "nearest": null, "match": null, "score": null}
+    {"event": "identity_decided", ..., "state": "decided", "decision": "match", "nearest": {"identity": "2880", "name": "...", "score": 0.52, "image": "000123.jpg"}, "match": {...the same...}, "score": 0.52, "snapshot": "snapshots/door/..jpg"}
+    {"event": "identity_decided", ..., "state": "unknown", "decision": "unknown", "nearest": {..., "score": 0.31}, "match": null, "score": 0.31}
     {"event": "identity_changed", ..., "previous": {...}}
     {"event": "track_ended", ...}
     {"event": "search_status", "camera": "door", "time": ..., "available": false, "message": ...}
