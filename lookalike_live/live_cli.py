@@ -267,7 +267,8 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
         "like\" below; --open-set: \"unknown\" below). "
         "Files are processed as fast as possible, every frame, deterministically (--realtime: at their "
         "frame rate, dropping frames the machine is too slow for). Summary keys: frames, seconds, fps "
-        "(frames per wall second), faces, tracks, decided_tracks, median_decision_latency_ms, drops.",
+        "(frames per wall second), faces, tracks, decided_tracks, median_decision_latency_ms, drops (frames "
+        "dropped), search_dropped (queries dropped), corrupt (frames that did not decode), frames_refused.",
     )
     p.add_argument("--source", required=True, metavar="SRC",
                    help="video file, rtsp:// or http(s):// URL, or webcam index")

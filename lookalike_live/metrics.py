@@ -20,7 +20,7 @@ __all__ = ["StageStats", "Metrics", "prometheus_text", "STAGES"]
 
 STAGES = ("decode", "detect", "align", "embed", "search", "latency", "frame")
 COUNTERS = ("frames", "faces", "embeddings", "queries", "answers", "search_failures", "search_dropped",
-            "capture_drops", "reconnects", "corrupt", "events")
+            "capture_drops", "reconnects", "corrupt", "frames_refused", "events")
 
 
 class StageStats:

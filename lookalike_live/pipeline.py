@@ -541,7 +541,7 @@ class Engine:
                 self.process(frame)
             except LookalikeError as exc:  # a frame the stages refuse (e.g. a garbled image): skip it
                 log.warning("%s: frame %d skipped: %s", self.source_id, frame.index, exc)
-                self.metrics.incr("corrupt")
+                self.metrics.incr("frames_refused")
             self._update_capture_counters(cap)
             if max_frames is not None and self._frames >= max_frames:
                 break
@@ -549,7 +549,7 @@ class Engine:
     def _update_capture_counters(self, cap: Any) -> None:
         st = cap.stats()
         self.metrics.set_counter("capture_drops", st.drops)
-        self.metrics.set_counter("corrupt", max(self.metrics.counter("corrupt"), st.corrupt))
+        self.metrics.set_counter("corrupt", st.corrupt)  # frames the capture could not decode
 
     def _finish(self) -> None:
         """Apply the searches still running (bounded wait), end every track, publish their events."""
@@ -571,7 +571,9 @@ class Engine:
     def summary(self) -> dict[str, Any]:
         """Counts of the current/last run: frames, seconds, fps (frames per wall second), faces,
         tracks, decided_tracks, median_decision_latency_ms (wall: face decoded -> decision
-        published), median_decision_latency_video_ms (source time), drops, embeddings, queries."""
+        published), median_decision_latency_video_ms (source time), drops (frames dropped by the capture),
+        search_dropped (queries dropped by the searcher), corrupt (frames that did not decode),
+        frames_refused (decoded frames the stages refused), embeddings, queries."""
         end = self._t_end if self._t_end is not None else time.monotonic()
         seconds = max(end - self._t_start, 1e-9)
         c = self.tracker.counters
@@ -579,7 +581,6 @@ class Engine:
         def median(xs: list[float]) -> float | None:
             return round(statistics.median(xs), 2) if xs else None
 
-        drops = self.metrics.counter("capture_drops") + self.metrics.counter("search_dropped")
         return {
             "frames": self._frames,
             "seconds": round(seconds, 3),
@@ -589,13 +590,15 @@ class Engine:
             "decided_tracks": c["decided"],
             "median_decision_latency_ms": median(self._decision_wall_ms),
             "median_decision_latency_video_ms": median(self._decision_video_ms),
-            "drops": drops,
+            "drops": self.metrics.counter("capture_drops"),  # frames dropped (a newer one replaced them)
+            "search_dropped": self.metrics.counter("search_dropped"),  # queries dropped (searcher queue full)
             "embeddings": self.metrics.counter("embeddings"),
             "embeddings_per_frame": round(self.metrics.counter("embeddings") / max(self._frames, 1), 3),
             "queries": self.metrics.counter("queries"),
             "search_failures": self.metrics.counter("search_failures"),
             "reconnects": self.metrics.counter("reconnects"),
-            "corrupt": self.metrics.counter("corrupt"),
+            "corrupt": self.metrics.counter("corrupt"),  # frames the capture could not decode
+            "frames_refused": self.metrics.counter("frames_refused"),  # decoded frames the stages refused
         }
 
     def start(self, source: Any, *, realtime: bool = True, **capture_kwargs: Any) -> Engine:

@@ -280,3 +280,24 @@ def test_close_never_releases_the_models_under_a_running_inference_thread(live_g
         time.sleep(0.05)
     assert not engine.running and not emb.prepared  # released once the thread ended
     assert reloads == []  # and never loaded again behind the caller's back
+
+
+def test_counters_mean_one_thing_each(live_gallery: LiveGallery) -> None:  # noqa: F811
+    """A frame the stages refuse is counted as refused, not as corrupt (which counts frames the
+    capture could not decode); drops are frames, search_dropped are queries."""
+    from lookalike_live.errors import ShapeError
+
+    with Engine.from_settings(live_gallery.settings(), store=live_gallery.store) as engine:
+        real = engine.analyzer.detect
+        calls: list[int] = []
+
+        def refusing(image, ts_ms=None):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            if len(calls) == 5:
+                raise ShapeError("a frame the detector refuses (injected)")
+            return real(image, ts_ms)
+
+        engine.analyzer.detect = refusing  # type: ignore[method-assign]
+        summary = engine.run(str(_clip()))
+    assert summary["frames_refused"] == 1 and summary["corrupt"] == 0, summary
+    assert summary["frames"] == CLIP_FRAMES - 1 and summary["drops"] == 0 and summary["search_dropped"] == 0
