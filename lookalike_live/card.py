@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, ShapeError
-from .overlay import display_name, elide, percent, pillow_measure
+from .overlay import decode_photo, display_name, elide, percent, pillow_measure
 from .text import default_renderer
 from .types import Match, Track, TrackState
 
@@ -71,12 +71,7 @@ def _face_crop(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray
 
 def _photo(match: Match, size: int) -> np.ndarray | None:
     data = getattr(match, "thumbnail", None)
-    if not data:
-        return None
-    arr = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
-    if arr is None:
-        return None
-    return cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC if arr.shape[0] < size else cv2.INTER_AREA)
+    return decode_photo(bytes(data), size) if data else None
 
 
 def _paste(card: np.ndarray, img: np.ndarray | None, x: int, y: int, size: int, color: tuple[int, int, int]) -> None:

@@ -127,9 +127,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
+    photos = list(iter_image_files(args.paths))
     if args.card is not None:
         check_card_path(args.card)
-        photos = list(iter_image_files(args.paths))
         if len(photos) != 1:
             raise ConfigError(f"--card makes the card of one photo; {len(photos)} images were given "
                               "(run `match` once per photo)")
@@ -138,7 +138,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     card_input: tuple[Any, list[CardFace], str] | None = None
     with _open_gallery(settings) as gallery, FaceAnalyzer.from_settings(settings) as analyzer:
         gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
-        for path in iter_image_files(args.paths):
+        for path in photos:
             try:
                 image = read_image(path)
             except LookalikeError as exc:

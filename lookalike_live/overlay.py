@@ -34,7 +34,7 @@ from .text import default_renderer
 from .types import FrameResult, Match, Track, TrackState
 
 __all__ = ["Annotator", "Look", "Tag", "TextItem", "annotate", "label_for", "display_name", "percent",
-           "look_of", "place_rects", "pillow_measure"]
+           "look_of", "place_rects", "pillow_measure", "decode_photo"]
 
 _BGR = tuple[int, int, int]
 Rect = tuple[int, int, int, int]  # x, y, w, h
@@ -100,10 +100,6 @@ class Tag:
     leader: tuple[tuple[int, int], tuple[int, int]] | None = None
     identity: str | None = None
     name: str | None = None
-
-    @property
-    def text(self) -> str:
-        return " ".join(t.text for t in self.texts)
 
 
 def display_name(m: Match) -> str:
@@ -340,7 +336,7 @@ class Annotator:
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), tag.color, 1)
         if tag.thumb_rect is not None and tag.thumbnail:
             tx, ty, s, _ = tag.thumb_rect
-            thumb = _decode_thumbnail(bytes(tag.thumbnail), s)
+            thumb = decode_photo(bytes(tag.thumbnail), s)
             if thumb is None:  # an undecodable photo: a grey square, the rest is drawn
                 cv2.rectangle(img, (tx, ty), (tx + s - 1, ty + s - 1), (90, 90, 90), -1)
             elif tx >= 0 and tx + s <= w and ty >= 0 and ty + s <= h:
@@ -485,7 +481,8 @@ def _solid(shape: tuple[int, ...], color: _BGR) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _decode_thumbnail(data: bytes, size: int) -> np.ndarray | None:
+def decode_photo(data: bytes, size: int) -> np.ndarray | None:
+    """A gallery photo (JPEG bytes) as a size x size BGR array (read-only, cached), None when undecodable."""
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None or size <= 0:
         return None

@@ -16,7 +16,7 @@ from PyQt6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 
 from ..overlay import Annotator, Tag
 
-__all__ = ["QtOverlay", "render_bgr", "qimage_to_bgr"]
+__all__ = ["QtOverlay", "render_bgr", "bgr_qimage"]
 
 SELECTED_COLOR = QColor(255, 230, 0)
 
@@ -112,25 +112,21 @@ class QtOverlay:
                            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), item.text)
 
 
-def qimage_to_bgr(img: QImage) -> np.ndarray:
-    """A BGR uint8 copy of ``img``."""
-    img = img.convertToFormat(QImage.Format.Format_RGB32)
-    w, h = img.width(), img.height()
-    ptr = img.constBits()
-    ptr.setsize(img.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(h, img.bytesPerLine() // 4, 4)  # type: ignore[call-overload]
-    return np.ascontiguousarray(arr[:, :w, :3])
-
-
-def render_bgr(image: np.ndarray, tags: Sequence[Tag], overlay: QtOverlay, selected: int | None = None) -> np.ndarray:
-    """``image`` (BGR uint8, already mirrored when the tags are) with ``tags`` painted by Qt, at its size.
-    Qt paints straight into a BGR888 image whose memory numpy writes and reads (no format conversion)."""
+def bgr_qimage(image: np.ndarray) -> tuple[QImage, np.ndarray]:
+    """A BGR888 QImage holding a copy of ``image`` (BGR uint8 HxWx3) and a numpy view of its
+    pixels: Qt paints into the same memory numpy reads (no format conversion)."""
     h, w = image.shape[:2]
     q = QImage(w, h, QImage.Format.Format_BGR888)
     ptr: Any = q.bits()
     ptr.setsize(q.sizeInBytes())
     view = np.frombuffer(ptr, np.uint8).reshape(h, q.bytesPerLine())[:, :w * 3].reshape(h, w, 3)
     view[:] = image
+    return q, view
+
+
+def render_bgr(image: np.ndarray, tags: Sequence[Tag], overlay: QtOverlay, selected: int | None = None) -> np.ndarray:
+    """``image`` (BGR uint8, already mirrored when the tags are) with ``tags`` painted by Qt, at its size."""
+    q, view = bgr_qimage(image)
     p = QPainter(q)
     try:
         overlay.paint(p, tags, selected)

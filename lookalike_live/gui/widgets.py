@@ -8,7 +8,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PyQt6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QTimer, pyqtSignal
@@ -36,7 +35,7 @@ from ..capture import SourceSpec, SourceStatus, StatusEvent
 from ..config import CHOICES, Settings
 from ..overlay import Tag
 from ..types import Match, Track
-from .painter import QtOverlay
+from .painter import QtOverlay, bgr_qimage
 
 __all__ = ["VideoView", "BannerArea", "MatchPanel", "SettingsDialog", "Heartbeat", "RateMeter",
            "bgr_to_qimage", "jpeg_pixmap", "DialogValues", "source_advice"]
@@ -44,12 +43,7 @@ __all__ = ["VideoView", "BannerArea", "MatchPanel", "SettingsDialog", "Heartbeat
 
 def bgr_to_qimage(image: np.ndarray) -> QImage:
     """A QImage that owns a copy of ``image`` (BGR uint8 HxWx3): safe after the array changes or goes."""
-    h, w = image.shape[:2]
-    q = QImage(w, h, QImage.Format.Format_BGR888)
-    ptr: Any = q.bits()
-    ptr.setsize(q.sizeInBytes())
-    np.frombuffer(ptr, np.uint8).reshape(h, q.bytesPerLine())[:, :w * 3].reshape(h, w, 3)[:] = image
-    return q
+    return bgr_qimage(image)[0]
 
 
 def jpeg_pixmap(data: bytes | None, size: int) -> QPixmap | None:
