@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import check_distractors, locate_eval_face, score_identification, split_dataset
+from .evaluation import check_distractors, located_eval_faces, score_identification, split_dataset
 
 #: (name, alignment settings) of each crop variant scored by default. "box": the detector's box,
 #: enlarged by ``margin``; "aspect": the box's own aspect stretched to the square input;
@@ -55,26 +55,16 @@ ENSEMBLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 def _embed_variants(items: list, analyzer: Any, gallery_detector: Any, specs: list, gallery: set[str],
                     progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, str]]:
     """(V, N, D) plain and (V, N, D) mirrored embeddings of every variant, the identities, skips."""
-    from tqdm import tqdm
 
     from .align import align_faces
-    from .errors import LookalikeError
 
     embedder = analyzer.embedder
     plain: list[np.ndarray] = []
     mirrored: list[np.ndarray] = []
     ids: list[str] = []
     skipped: dict[str, str] = {}
-    for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
-        try:
-            found = locate_eval_face(item, analyzer, gallery_detector, specs[0], item.rel_path in gallery)
-        except LookalikeError as exc:
-            skipped[item.rel_path] = str(exc)
-            continue
-        if found is None:
-            skipped[item.rel_path] = "no face found"
-            continue
-        image, one = found
+    for item, image, one in located_eval_faces(items, analyzer, gallery_detector, specs[0], gallery, skipped,
+                                               progress=progress, desc=desc):
         crops = np.concatenate([align_faces(image, one, s).pixels for s in specs])  # (V, S, S, 3)
         both = embedder.embed_array(np.concatenate([crops, crops[:, :, ::-1]]), flip=False)
         plain.append(both[: len(specs)])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +130,28 @@ def locate_eval_face(item, analyzer, gallery_detector, spec, in_gallery: bool):
     return image, dets[[choose_face(dets, item.bbox)]]
 
 
+def located_eval_faces(items: Sequence[Any], analyzer: Any, gallery_detector: Any, spec: Any,
+                       gallery: frozenset[str] | set[str], skipped: dict[str, str], *, progress: bool = True,
+                       desc: str = "eval") -> Iterator[tuple[Any, np.ndarray, Any]]:
+    """(item, image, its one face) for each item as the evaluation sees it (:func:`locate_eval_face`),
+    with a progress bar; an item whose photo cannot be read or shows no face goes into ``skipped``
+    with the reason and is left out."""
+    from tqdm import tqdm
+
+    from .errors import LookalikeError
+
+    for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
+        try:
+            found = locate_eval_face(item, analyzer, gallery_detector, spec, item.rel_path in gallery)
+        except LookalikeError as exc:
+            skipped[item.rel_path] = str(exc)
+            continue
+        if found is None:
+            skipped[item.rel_path] = "no face found"
+            continue
+        yield item, found[0], found[1]
+
+
 def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,
                   desc: str = "eval", gallery: frozenset[str] | set[str] = frozenset(),
                   gallery_detector=None) -> EmbeddedSet:
@@ -138,8 +161,6 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     others as the live app sees a face (``analyzer.detect`` on the whole photo). Unreadable photos
     and photos without a face are skipped with the reason."""
     import time
-
-    from tqdm import tqdm
 
     from .align import align_faces
     from .errors import LookalikeError
@@ -155,19 +176,14 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     skipped: dict[str, str] = {}
     embedder = analyzer.embedder
     t0 = time.perf_counter()
-    for item in tqdm(items, unit="img", desc=desc, disable=not progress, dynamic_ncols=True):
+    for item, image, one in located_eval_faces(items, analyzer, gallery_detector, embedder.spec, gallery, skipped,
+                                               progress=progress, desc=desc):
         try:
-            found = locate_eval_face(item, analyzer, gallery_detector, embedder.spec, item.rel_path in gallery)
-            if found is not None:
-                image, one = found
-                crops = align_faces(image, one, embedder.spec)
-                pixels, q = crops.pixels, float(crops.quality[0])
+            crops = align_faces(image, one, embedder.spec)
         except LookalikeError as exc:
             skipped[item.rel_path] = str(exc)
             continue
-        if found is None:
-            skipped[item.rel_path] = "no face found"
-            continue
+        pixels, q = crops.pixels, float(crops.quality[0])
         # the face and its mirror image in one call, each embedded plainly (no built-in flip TTA)
         both = embedder.embed_array(np.concatenate([pixels, pixels[:, :, ::-1]]), flip=False)
         vecs.append(both[0])
