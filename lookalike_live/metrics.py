@@ -3,7 +3,7 @@ Prometheus text exposition (version 0.0.4).
 
 Stages (milliseconds): ``decode`` (one backend read on the capture thread), ``detect``, ``align``,
 ``embed`` (only the faces that were queried, one batch), ``search`` (submit -> answer, measured on
-the searcher's thread), ``latency`` (end to end: frame decoded -> its FrameResult published) and
+the matcher's thread), ``latency`` (end to end: frame decoded -> its FrameResult published) and
 ``frame`` (the inference thread's work on one frame). Every method is thread-safe.
 """
 

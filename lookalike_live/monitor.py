@@ -4,7 +4,7 @@ events, JPEG snapshots of decided faces, per-camera health in the logs, optional
 
 Sharing: every camera has its own capture thread, inference thread, MediaPipe detector (not
 thread-safe) and tracker; they share one embedder (calls serialised by a lock: its input buffer
-is preallocated) and one gallery with one :class:`~lookalike_live.gallery.AsyncSearcher`
+is preallocated) and one gallery with one :class:`~lookalike_live.gallery.Matcher`
 (thread-safe; Milvus Lite also allows a single client per file).
 
 Events: :mod:`lookalike_live.events` (the same records as ``run --events``).
@@ -256,7 +256,7 @@ class Monitor:
         s = self.settings
         try:
             self.writer = EventWriter(self.config.events)
-            self._runtime = Runtime(s, store=self.store)  # one embedder, gallery and searcher for all
+            self._runtime = Runtime(s, store=self.store)  # one embedder, gallery and matcher for all
             cfg = self.engine_config or EngineConfig.from_settings(s)
             for cam in self.config.cameras:
                 engine = self._runtime.engine(cam.name, cfg)
@@ -356,7 +356,7 @@ class Monitor:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def stop(self, timeout: float = 10.0) -> dict[str, Any]:
-        """Stop every camera, the metrics server, the searcher and the gallery; complete the
+        """Stop every camera, the metrics server, the matcher and the gallery; complete the
         events file (flushed, fsynced). Idempotent. Returns the per-camera summaries."""
         if self._stopped:
             return {}
@@ -374,7 +374,7 @@ class Monitor:
             self._http.shutdown()
             self._http.server_close()
         if self._runtime is not None:
-            self._runtime.close()  # the searcher, the gallery, the embedder
+            self._runtime.close()  # the matcher, the gallery, the embedder
         if self.writer is not None:
             self.writer.close()
         return summaries

@@ -167,7 +167,7 @@ class Engine:
     """Runs one source live: an inference thread takes the latest frame from a
     :class:`~lookalike_live.capture.CaptureThread`, detects every face, lets the
     :class:`~lookalike_live.tracking.Tracker` pick the faces that need a query, embeds only those
-    (one batch), submits them to the gallery's :class:`~lookalike_live.gallery.AsyncSearcher` and
+    (one batch), submits them to the gallery's :class:`~lookalike_live.gallery.Matcher` and
     applies answers as they arrive, on later frames: video never waits for Milvus (except in
     deterministic offline runs, see :class:`EngineConfig`).
 
@@ -191,11 +191,11 @@ class Engine:
         summary = engine.run("clip.mp4")                       # blocking, every frame, deterministic
     """
 
-    def __init__(self, analyzer: FaceAnalyzer, searcher: Any | None = None, config: EngineConfig | None = None,
+    def __init__(self, analyzer: FaceAnalyzer, matcher: Any | None = None, config: EngineConfig | None = None,
                  *, source_id: str = "", embed_lock: threading.Lock | None = None,
                  owned: Iterable[Any] = ()) -> None:
         self.analyzer = analyzer
-        self.searcher = searcher
+        self.matcher = matcher
         self.config = config or EngineConfig()
         self.source_id = source_id
         self.metrics = Metrics(source_id)
@@ -221,17 +221,17 @@ class Engine:
     # -- construction ----------------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Settings, *, store: Path | None = None, gallery: Any | None = None,
-                      searcher: Any | None = None, config: EngineConfig | None = None, source_id: str = "",
+                      matcher: Any | None = None, config: EngineConfig | None = None, source_id: str = "",
                       search: bool = True) -> Engine:
         """A single engine and the :class:`~lookalike_live.runtime.Runtime` behind it (closed
         with it): the settings' detector and embedder (loaded now) and, when ``search``, the
         gallery at ``settings.milvus_uri`` (opened now; its model is checked against the
-        embedder's) unless ``gallery`` / ``searcher`` are given (then the caller owns them).
+        embedder's) unless ``gallery`` / ``matcher`` are given (then the caller owns them).
         Raises ModelNotInstalledError (naming the install command), GalleryError /
         GalleryUnavailableError (naming the fix) or ConfigError."""
         from .runtime import Runtime
 
-        runtime = Runtime(settings, store=store, search=search, gallery=gallery, searcher=searcher)
+        runtime = Runtime(settings, store=store, search=search, gallery=gallery, matcher=matcher)
         try:
             engine = runtime.engine(source_id, config or EngineConfig.from_settings(settings))
         except BaseException:
@@ -364,7 +364,7 @@ class Engine:
             self.metrics.record("embed", timings["embed"])
             self.metrics.incr("embeddings", len(rows))
             plan = self.tracker.reidentify(plan, rows, emb.vectors)
-            if self.searcher is not None:
+            if self.matcher is not None:
                 qids = [self.tracker.queried(int(plan.track_ids[r]), float(crops.quality[i]), frame.ts_ms, frame.index)
                         for i, r in enumerate(rows.tolist())]
                 self._submit(emb.vectors, qids)
@@ -384,8 +384,8 @@ class Engine:
     def _submit(self, vectors: np.ndarray, qids: list[int]) -> None:
         k = max(1, self.config.top_k, self.tracker.config.top_k)
         submitted = time.monotonic()
-        fut = self.searcher.submit(vectors, k=k, with_thumbnails=self.config.with_thumbnails,  # type: ignore[union-attr]
-                                   source=self.source_id)
+        fut = self.matcher.submit(self.source_id, vectors, k,  # type: ignore[union-attr]
+                                  thumbnails=self.config.with_thumbnails)
         self.metrics.incr("queries", len(qids))
 
         def done(f: concurrent.futures.Future) -> None:
@@ -572,7 +572,7 @@ class Engine:
         """Counts of the current/last run: frames, seconds, fps (frames per wall second), faces,
         tracks, decided_tracks, median_decision_latency_ms (wall: face decoded -> decision
         published), median_decision_latency_video_ms (source time), drops (frames dropped by the capture),
-        search_dropped (queries dropped by the searcher), corrupt (frames that did not decode),
+        search_dropped (queries dropped by the matcher), corrupt (frames that did not decode),
         frames_refused (decoded frames the stages refused), embeddings, queries."""
         end = self._t_end if self._t_end is not None else time.monotonic()
         seconds = max(end - self._t_start, 1e-9)
@@ -591,7 +591,7 @@ class Engine:
             "median_decision_latency_ms": median(self._decision_wall_ms),
             "median_decision_latency_video_ms": median(self._decision_video_ms),
             "drops": self.metrics.counter("capture_drops"),  # frames dropped (a newer one replaced them)
-            "search_dropped": self.metrics.counter("search_dropped"),  # queries dropped (searcher queue full)
+            "search_dropped": self.metrics.counter("search_dropped"),  # queries dropped (matcher queue full)
             "embeddings": self.metrics.counter("embeddings"),
             "embeddings_per_frame": round(self.metrics.counter("embeddings") / max(self._frames, 1), 3),
             "queries": self.metrics.counter("queries"),
@@ -660,7 +660,7 @@ class Engine:
         return self.summary()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop and release what the engine created (searcher, gallery, models). Idempotent.
+        """Stop and release what the engine created (matcher, gallery, models). Idempotent.
         Nothing is closed under a running inference thread: when it does not stop within
         ``timeout`` (stuck in a subscriber, a slow model call), the release waits for it on a
         background thread and happens as soon as it ends."""

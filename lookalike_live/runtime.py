@@ -1,12 +1,12 @@
 """The Runtime: built once from settings, it owns what the live commands share (the embedder,
-loaded once; the gallery and its searcher) and is the only place that builds engines:
+loaded once; the gallery and its matcher) and is the only place that builds engines:
 ``run`` (through :meth:`Engine.from_settings <lookalike_live.pipeline.Engine.from_settings>`), the
 desktop app (``gui/session.py``), photo mode and the monitor all get theirs from :meth:`engine`.
 
 Every engine gets its own detector (MediaPipe's detectors are not thread-safe) and shares the
-embedder (calls serialised by one lock: its input buffer is preallocated) and the searcher (one
+embedder (calls serialised by one lock: its input buffer is preallocated) and the matcher (one
 bounded queue per engine's source, fair across them). :meth:`close` closes the engines it made,
-then the searcher, the gallery and the embedder, in that order; it is idempotent.
+then the matcher, the gallery and the embedder, in that order; it is idempotent.
 
 ``tolerate_gallery=True`` (the app): a gallery that is empty, unreachable or built with another
 model does not stop the runtime; it runs without search and says why in :attr:`gallery_problem`.
@@ -47,7 +47,7 @@ class Runtime:
     """See the module doc. ``search=False``: no gallery at all (faces are detected and tracked)."""
 
     def __init__(self, settings: Settings, *, store: Path | None = None, search: bool = True,
-                 gallery: Any | None = None, searcher: Any | None = None, tolerate_gallery: bool = False,
+                 gallery: Any | None = None, matcher: Any | None = None, tolerate_gallery: bool = False,
                  gallery_timeout: float | None = None) -> None:
         from .embed import create_embedder
 
@@ -55,11 +55,11 @@ class Runtime:
         self.store = store
         self.embed_lock = threading.Lock()
         self.gallery: Any = None
-        self.searcher: Any = searcher
+        self.matcher: Any = matcher
         self.gallery_stats: dict[str, Any] | None = None
         self.gallery_problem: GalleryProblem | None = None
         self._owns_gallery = False
-        self._owns_searcher = False
+        self._owns_matcher = False
         self.embedder: Any = None
         self._engines: list[Engine] = []
         self._lock = threading.Lock()
@@ -68,7 +68,7 @@ class Runtime:
                                         flip_tta=settings.flip_tta)
         try:
             self.embedder.prepare()
-            if search and searcher is None:
+            if search and matcher is None:
                 self._open_gallery(gallery, tolerate_gallery, gallery_timeout)
         except BaseException:
             self.close()
@@ -93,8 +93,8 @@ class Runtime:
                         f"faces are detected but cannot be matched. Build it with `{INDEX_BUILD_HINT}` (same "
                         "--milvus-uri/--collection), then press Retry.")
             gallery.check_model(self.embedder.spec.name, self.embedder.dim)
-            self.searcher = gallery.searcher()
-            self._owns_searcher = True
+            self.matcher = gallery.matcher()
+            self._owns_matcher = True
         except (GalleryError, _Empty) as exc:
             if not tolerate:
                 raise
@@ -132,14 +132,14 @@ class Runtime:
         return FaceAnalyzer(self.detector(running_mode), self.embedder, max_faces=self.settings.max_faces)
 
     def engine(self, source_id: str = "", config: EngineConfig | None = None) -> Engine:
-        """A live engine: its own video-mode detector (closed with it), the shared embedder and searcher."""
+        """A live engine: its own video-mode detector (closed with it), the shared embedder and matcher."""
         from .pipeline import Engine, EngineConfig
 
         with self._lock:
             if self._closed:
                 raise ConfigError("this Runtime is closed; build a new one")
         analyzer = self.analyzer("video")
-        engine = Engine(analyzer, self.searcher, config or EngineConfig.from_settings(self.settings),
+        engine = Engine(analyzer, self.matcher, config or EngineConfig.from_settings(self.settings),
                         source_id=source_id, embed_lock=self.embed_lock, owned=[analyzer.detector])
         with self._lock:
             self._engines.append(engine)
@@ -147,7 +147,7 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the engines it built, then the searcher, the gallery (when it opened it) and the
+        """Close the engines it built, then the matcher, the gallery (when it opened it) and the
         embedder. Idempotent."""
         with self._lock:
             if self._closed:
@@ -157,7 +157,7 @@ class Runtime:
         for e in engines:
             with contextlib.suppress(Exception):
                 e.close()
-        close_all([self.searcher if self._owns_searcher else None, self.gallery if self._owns_gallery else None,
+        close_all([self.matcher if self._owns_matcher else None, self.gallery if self._owns_gallery else None,
                    self.embedder])
 
     def __enter__(self) -> Runtime:

@@ -209,8 +209,8 @@ def test_gallery_down_frames_flow_then_matching_resumes(milvus_server, live_gall
     settings = g.settings()
     cfg = EngineConfig(tracker=tcfg, with_thumbnails=False)
     with Engine.from_settings(settings, store=g.store, config=cfg) as engine:
-        engine.searcher.timeout = 2.0
-        engine.searcher.reconnect_interval = 0.5
+        engine.matcher.timeout = 2.0
+        engine.matcher.reconnect_interval = 0.5
         search_status: list[bool] = []
         engine.subscribe_search(lambda ok, msg: search_status.append(ok))
         engine.start(str(_clip()), realtime=True, loop=True)
@@ -225,7 +225,7 @@ def test_gallery_down_frames_flow_then_matching_resumes(milvus_server, live_gall
                     if pred(r):
                         return r
             raise AssertionError(f"timed out waiting for {what}; summary {engine.summary()}; "
-                                 f"searcher {engine.searcher.stats() if engine.searcher else None}")
+                                 f"matcher {engine.matcher.stats() if engine.matcher else None}")
 
         def answered(r: FrameResult) -> bool:
             return any(t.state in (TrackState.DECIDED, TrackState.UNKNOWN) for t in r.tracks)

@@ -14,10 +14,10 @@ import pytest
 
 from lookalike_live.errors import DimensionMismatchError, GalleryError, GalleryUnavailableError, ShapeError
 from lookalike_live.gallery import (
-    AsyncSearcher,
     Gallery,
     GalleryMatch,
     LocalIndex,
+    Matcher,
     ModelMismatchError,
     ThumbnailError,
     encode_thumbnail,
@@ -184,7 +184,7 @@ def test_identity_search_without_centroids_falls_back_to_faces(gallery: Gallery,
 def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gallery, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The async (AsyncMilvusClient) path of a server gallery: single faces while there are no
     centroids, identity centroids with their most typical photo once rebuild_centroids ran."""
-    import lookalike_live.gallery as gmod
+    import lookalike_live.gallery.common as gmod
 
     if gallery.is_lite:
         pytest.skip("Milvus Lite galleries search their in-process index, not AsyncMilvusClient")
@@ -192,14 +192,14 @@ def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gal
     gallery.flush()
     monkeypatch.setattr(gmod, "CENTROIDS_RECHECK_S", 0.5)
     with Gallery(gallery.uri, collection=gallery.collection, match_by="identity") as live:
-        searcher = live.searcher()
+        matcher = live.matcher()
         try:
-            first = searcher.submit(vecs[7:8], k=3).result(timeout=30)[0]
+            first = matcher.submit("cam", vecs[7:8], k=3).result(timeout=30)[0]
             assert first[0].face_id == ids[7]  # no centroids yet: the nearest single photo
             assert gallery.rebuild_centroids() == 12
             gallery.wait_for_index(timeout=120, collection=gallery.identities_collection)
             time.sleep(0.6)
-            hits = searcher.submit(vecs[7:8], k=3).result(timeout=30)[0]
+            hits = matcher.submit("cam", vecs[7:8], k=3).result(timeout=30)[0]
             labels = np.array(identity)
             members = np.flatnonzero(labels == identity[7])
             mean = vecs[members].mean(axis=0)
@@ -207,7 +207,7 @@ def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gal
             assert hits[0].identity == identity[7] and hits[0].face_id == ids[typical]
             assert len({h.identity for h in hits}) == 3
         finally:
-            searcher.close()
+            matcher.close()
 
 
 def test_thumbnails_round_trip(gallery: Gallery) -> None:
@@ -256,13 +256,13 @@ def test_rows_and_records_api(gallery: Gallery) -> None:
 def test_async_searcher_results_and_bounded_queue(gallery: Gallery) -> None:
     ids, vecs, identity, *_ = _fill(gallery)
     gallery.flush()
-    with AsyncSearcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
-        futs = [s.submit(_noisy(vecs[[i, i + 1]], seed=i), k=2) for i in range(0, 8, 2)]
+    with Matcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
+        futs = [s.submit("", _noisy(vecs[[i, i + 1]], seed=i), k=2) for i in range(0, 8, 2)]
         for i, f in zip(range(0, 8, 2), futs, strict=True):
             res = f.result(timeout=10)
             assert [ms[0].identity for ms in res] == [identity[i], identity[i + 1]]
         # flood it: never more than max_pending waiting, the oldest are dropped and counted
-        flood = [s.submit(vecs[i % len(ids)], k=1) for i in range(300)]
+        flood = [s.submit("cam", vecs[i % len(ids)], k=1) for i in range(300)]
         done, _ = concurrent.futures.wait(flood, timeout=60)
         assert len(done) == 300
         cancelled = sum(f.cancelled() for f in flood)
@@ -272,18 +272,18 @@ def test_async_searcher_results_and_bounded_queue(gallery: Gallery) -> None:
         assert st["failed"] == 0
         assert not flood[-1].cancelled()  # the newest request always survives
         assert flood[-1].result()[0][0].face_id == ids[299 % len(ids)]
-        bad = s.submit(np.ones((1, DIM + 1), np.float32))
+        bad = s.submit("", np.ones((1, DIM + 1), np.float32))
         with pytest.raises(DimensionMismatchError):
             bad.result(timeout=5)
 
 
 def test_async_searcher_one_flooding_source_never_starves_the_others(gallery: Gallery) -> None:
-    """Four cameras share one searcher; one floods it (bursts of 50 queries every 5 ms) while the
+    """Four cameras share one matcher; one floods it (bursts of 50 queries every 5 ms) while the
     three others send a query each every 40 ms: every query of the three is answered, only the flood's own
     oldest are dropped, and the free slots go round the cameras."""
     ids, vecs, identity, *_ = _fill(gallery)
     gallery.flush()
-    with AsyncSearcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
+    with Matcher(gallery, max_pending=4, max_in_flight=1, timeout=5) as s:
         calm: dict[str, list[concurrent.futures.Future]] = {f"cam{c}": [] for c in range(3)}
         flood: list[concurrent.futures.Future] = []
         stop = threading.Event()
@@ -291,7 +291,7 @@ def test_async_searcher_one_flooding_source_never_starves_the_others(gallery: Ga
         def flooding() -> None:  # bursts of 50 queries every 5 ms: far more than one slot serves
             i = 0
             while not stop.is_set():
-                flood.extend(s.submit(vecs[(i + j) % len(ids)], k=1, source="busy") for j in range(50))
+                flood.extend(s.submit("busy", vecs[(i + j) % len(ids)], k=1) for j in range(50))
                 i += 50
                 time.sleep(0.005)
 
@@ -300,7 +300,7 @@ def test_async_searcher_one_flooding_source_never_starves_the_others(gallery: Ga
         try:
             for n in range(10):  # the others: one query each every 40 ms
                 for c, futs in calm.items():
-                    futs.append(s.submit(vecs[(n + len(c)) % len(ids)], k=1, source=c))
+                    futs.append(s.submit(c, vecs[(n + len(c)) % len(ids)], k=1))
                 time.sleep(0.04)
         finally:
             stop.set()
@@ -325,8 +325,8 @@ def test_lite_async_milvus_client_path(tmp_path) -> None:  # type: ignore[no-unt
     with Gallery(str(tmp_path / "g.db"), local_index=False) as g:
         g.ensure(dim=DIM, model="test-model")
         ids, vecs, identity, *_ = _fill(g)
-        with g.searcher(timeout=10) as s:
-            res = s.submit(vecs[[1, 30]], k=1).result(timeout=20)
+        with g.matcher(timeout=10) as s:
+            res = s.submit("cam", vecs[[1, 30]], k=1).result(timeout=20)
             assert [ms[0].face_id for ms in res] == [ids[1], ids[30]]
             assert s.stats()["milvus"] == 1 and s.stats()["local"] == 0
 
@@ -349,6 +349,85 @@ def test_lite_local_index_is_persisted_and_invalidated(tmp_path) -> None:  # typ
     with Gallery(uri) as g:
         best = g.search(vecs[9], k=2)[0]
         assert {m.identity for m in best} == {"moved", identity[9]}
+
+
+def test_lite_snapshot_answers_with_photos_from_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The live matcher on a Lite gallery answers with the matched photo without asking Milvus:
+    identity matching shows each identity's representative, which the snapshot holds (and
+    persists); face matching fetches a photo it lacks once, then holds it."""
+    uri = str(tmp_path / "g.db")
+    with Gallery(uri) as g:
+        g.ensure(dim=DIM, model="test-model")
+        ids, vecs, *_ = _fill(g, thumbs=True)
+        assert g.rebuild_centroids() == 12
+    thumbs = {ids[i]: _thumb(i) for i in range(len(ids))}
+    cache = tmp_path / "g.db.lookalike-index" / "faces"
+    saved = LocalIndex.load(cache)
+    reps = saved.identity_rows()
+    held, missing = saved.thumbnails(r["face_id"] for r in reps)
+    assert missing == [] and {f: held[f] for f in held} == {r["face_id"]: thumbs[r["face_id"]] for r in reps}
+
+    with Gallery(uri, match_by="identity") as g:
+        assert g.warm_local_index() is not None  # loaded from the cache, photos included
+        with g.matcher(timeout=10) as m:
+            res = m.submit("cam", vecs[[3, 40]], k=2).result(timeout=20)
+            assert all(h.thumbnail == thumbs[h.face_id] for ms in res for h in ms)
+            st = m.stats()
+            assert (st["local"], st["milvus"], st["thumbnails_fetched"]) == (1, 0, 0)
+    with Gallery(uri, match_by="face") as g:
+        g.warm_local_index()
+        with g.matcher(timeout=10) as m:
+            first = m.submit("cam", vecs[[5]], k=3).result(timeout=20)[0]
+            assert [h.thumbnail for h in first] == [thumbs[h.face_id] for h in first]
+            fetched = m.stats()["thumbnails_fetched"]
+            assert fetched >= 2  # at most one of an identity's faces is its representative
+            again = m.submit("cam", vecs[[5]], k=3).result(timeout=20)[0]
+            assert [h.thumbnail for h in again] == [h.thumbnail for h in first]
+            assert m.stats()["thumbnails_fetched"] == fetched  # held since the first answer
+            bare = m.submit("cam", vecs[[5]], k=3, thumbnails=False).result(timeout=20)[0]
+            assert [h.face_id for h in bare] == [h.face_id for h in first] and all(h.thumbnail is None for h in bare)
+
+
+def test_local_index_thumbnail_cache_is_bounded_and_persisted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ids, vecs, identity, name, paths, _ = _faces(n_ids=4, per=3)
+    idx = LocalIndex(DIM)
+    idx.upsert(ids, vecs, identity, name, ["ds"] * len(ids), paths)
+    idx.thumbnail_cache = 3
+    asked: list[list[int]] = []
+
+    def fetch(wanted: list[int]) -> dict[int, bytes | None]:
+        asked.append(wanted)
+        return {f: (_thumb(ids.index(f)) if f != wanted[0] else None) for f in wanted}  # one has none
+
+    assert idx.pin_representatives(fetch) == 4 and idx.pin_representatives(fetch) == 0  # held: not asked again
+    reps = {r["face_id"] for r in idx.identity_rows()}
+    others = [f for f in ids if f not in reps]
+    idx.keep_thumbnails({f: _thumb(ids.index(f)) for f in others})  # 8 faces into a cache of 3
+    held, missing = idx.thumbnails(ids)
+    assert set(held) == reps | set(others[-3:]) and missing == sorted(others[:-3])
+    assert held[asked[0][0]] is None  # "no photo" is held too: never asked again
+    idx.save(tmp_path / "idx")
+    back = LocalIndex.load(tmp_path / "idx")
+    assert back.thumbnails(ids) == (held, missing)
+    idx.upsert(ids[:1], vecs[:1], identity[:1], name[:1], ["ds"], paths[:1])  # a replaced face: its photo may differ
+    assert ids[0] in idx.thumbnails(ids[:1])[1]
+
+
+def test_the_matcher_reads_the_gallery_only_through_public_calls() -> None:
+    """The read side uses the write side's public surface, never its private state."""
+    import ast
+    import inspect
+
+    import lookalike_live.gallery.matcher as matcher_module
+
+    tree = ast.parse(inspect.getsource(matcher_module))
+    reach_ins = sorted({
+        node.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        and ((isinstance(node.value, ast.Attribute) and node.value.attr == "gallery")
+             or (isinstance(node.value, ast.Name) and node.value.id in ("g", "gallery")))
+    })
+    assert reach_ins == [], reach_ins
 
 
 def test_local_index_ivf_matches_exact_search() -> None:
@@ -396,11 +475,11 @@ def test_search_while_server_is_down_then_recovers(milvus_server) -> None:  # ty
         g.ensure(dim=DIM, model="test-model")
         ids, vecs, *_ = _fill(g)
         g.flush()
-        with AsyncSearcher(g, timeout=2, reconnect_interval=0.5) as s:
-            assert s.submit(vecs[4]).result(timeout=10)[0][0].face_id == ids[4]
+        with Matcher(g, timeout=2, reconnect_interval=0.5) as s:
+            assert s.submit("cam", vecs[4]).result(timeout=10)[0][0].face_id == ids[4]
             milvus_server.stop()
             t0 = time.monotonic()
-            fut = s.submit(vecs[4])
+            fut = s.submit("cam", vecs[4])
             with pytest.raises(GalleryUnavailableError, match=uri.split("//")[1]):
                 fut.result(timeout=10)
             assert time.monotonic() - t0 < 5
@@ -410,14 +489,14 @@ def test_search_while_server_is_down_then_recovers(milvus_server) -> None:  # ty
             # must not keep pushing the next reconnect attempt back
             for _ in range(20):
                 with pytest.raises(GalleryUnavailableError):
-                    s.submit(vecs[4]).result(timeout=10)
+                    s.submit("cam", vecs[4]).result(timeout=10)
                 time.sleep(0.1)
             assert "reconnecting" in s.stats()["last_error"] and s.stats()["last_error"].count("last error") == 1
             milvus_server.start()
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    res = s.submit(vecs[4]).result(timeout=10)
+                    res = s.submit("cam", vecs[4]).result(timeout=10)
                     break
                 except GalleryUnavailableError:
                     if time.monotonic() > deadline:
@@ -465,7 +544,7 @@ def test_submit_racing_close_never_raises(gallery: Gallery) -> None:
     hand back a finished future, not raise RuntimeError into the engine's loop."""
     _fill(gallery)
     gallery.flush()
-    s = AsyncSearcher(gallery, timeout=5)
+    s = Matcher(gallery, timeout=5)
     entered, gate = threading.Event(), threading.Event()
     real_loop = s._loop  # noqa: SLF001
 
@@ -484,7 +563,7 @@ def test_submit_racing_close_never_raises(gallery: Gallery) -> None:
 
     def submit() -> None:
         try:
-            out["future"] = s.submit(np.ones((1, DIM), np.float32), source="cam")
+            out["future"] = s.submit("cam", np.ones((1, DIM), np.float32))
         except BaseException as exc:  # noqa: BLE001 - what the test looks for
             out["error"] = exc
 
@@ -513,7 +592,7 @@ def test_searcher_close_waits_for_the_local_index_load(tmp_path, monkeypatch) ->
             return real()
 
         monkeypatch.setattr(g, "warm_local_index", slow_warm)
-        s = AsyncSearcher(g, timeout=2)
+        s = Matcher(g, timeout=2)
         warm = s._warm_thread  # noqa: SLF001
         assert warm is not None and warm.is_alive()
         s.close()

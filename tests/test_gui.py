@@ -719,18 +719,18 @@ def test_gallery_problems_by_type_and_a_dropped_photo_search_says_why(live_galle
     loaded = load_engine(live_gallery.settings(), store=live_gallery.store)
     matcher = PhotoMatcher(loaded, store=live_gallery.store)
     try:
-        class Dropping:  # the searcher's queue overflowed: its future comes back cancelled
+        class Dropping:  # the matcher's queue overflowed: its future comes back cancelled
             def submit(self, *a, **k):  # type: ignore[no-untyped-def]
                 f: concurrent.futures.Future = concurrent.futures.Future()
                 f.cancel()
                 return f
 
-        loaded.engine.searcher = Dropping()
+        loaded.engine.matcher = Dropping()
         with pytest.raises(GalleryError, match="dropped"):
             matcher.match(clip_frame(hamilton_clip, 100))
     finally:
         matcher.close()
-        loaded.engine.searcher = None
+        loaded.engine.matcher = None
         loaded.close()
 
 

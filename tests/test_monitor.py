@@ -12,7 +12,9 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from live_fixtures import LiveGallery, gallery_copy, live_cli_command, live_gallery  # noqa: F401
 
@@ -217,6 +219,66 @@ def test_snapshot_shows_the_face_with_its_open_set_overlay(tmp_path: Path) -> No
     shot = cv2.imread(str(save_snapshot(tmp_path, "door", res, unknown)))
     assert cv2.matchTemplate(shot, ref, cv2.TM_CCOEFF_NORMED).max() < 0.6  # open set: "unknown", no photo
     assert shot.shape[0] > 0 and len(list((tmp_path / "door").glob("*.jpg"))) == 2
+
+
+def test_four_cameras_one_flooding_every_camera_still_gets_its_answers(live_gallery: LiveGallery,  # noqa: F811
+                                                                        hamilton_clip: Path, tmp_path: Path) -> None:
+    """Four cameras share the monitor's one matcher. One floods it: besides its own queries, its
+    source keeps sending its latest query vectors in bursts, far more than the matcher serves.
+    The other three still get an answer to every query they make; only the flood's own oldest
+    queries are dropped. (With one queue for all sources, the calm cameras' queries are evicted.)"""
+    from lookalike_live.monitor import CameraConfig, Monitor, MonitorConfig
+
+    names = ("door", "gate", "hall", "flood")
+    cfg = MonitorConfig(cameras=tuple(CameraConfig(n, str(hamilton_clip)) for n in names), events=tmp_path / "e.jsonl")
+    mon = Monitor(cfg, live_gallery.settings(threshold=0.15), store=live_gallery.store).start()
+    stop = threading.Event()
+    try:
+        engine = mon.cameras["flood"].engine
+        matcher = engine.matcher
+        latest: list[np.ndarray] = []
+
+        class FloodingCamera:  # the flood camera's engine submits through this: its queries are kept
+            def __getattr__(self, name: str) -> Any:
+                return getattr(matcher, name)
+
+            def submit(self, source: str, vectors: np.ndarray, k: int = 1, **kw: Any) -> Any:
+                latest[:] = [vectors]
+                return matcher.submit(source, vectors, k, **kw)
+
+        engine.matcher = FloodingCamera()
+
+        def flooding() -> None:  # bursts of 50 every 10 ms: up to 5,000 searches/s, several times what it serves
+            while not stop.is_set():
+                if latest:
+                    for _ in range(50):
+                        matcher.submit("flood", latest[0], 3)
+                time.sleep(0.01)
+
+        flooder = threading.Thread(target=flooding, name="flood", daemon=True)
+        flooder.start()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            by = matcher.stats()["by_source"]
+            if all(by.get(n, {}).get("answered", 0) >= 15 for n in names[:3]) and by.get("flood", {}).get("dropped", 0) > 500:
+                break
+            time.sleep(0.5)
+        stop.set()
+        flooder.join()
+        time.sleep(1.0)  # the calm cameras' last queries come back
+        by = matcher.stats()["by_source"]
+    finally:
+        stop.set()
+        mon.stop()
+    # of each camera's queries: answered, failed, dropped, or still out (queued or running now)
+    out = {n: by[n]["submitted"] - by[n]["answered"] - by[n]["failed"] - by[n]["dropped"] for n in names}
+    rates = {n: round(by[n]["answered"] / max(1, by[n]["submitted"] - out[n]), 3) for n in names}
+    print("per-camera answer rate:", rates, {n: by[n] for n in names})
+    for n in names[:3]:
+        assert by[n]["answered"] >= 15, by  # each calm camera asked enough to measure
+        assert by[n]["dropped"] == 0 and by[n]["failed"] == 0 and rates[n] == 1.0, (n, by)
+        assert out[n] <= 2, (n, by)  # at most the searches running at that instant: none was lost
+    assert by["flood"]["dropped"] > 500, by  # the flood paid for itself
 
 
 def test_a_bad_camera_is_refused_at_start_and_a_failed_one_is_reported(live_gallery: LiveGallery,  # noqa: F811

@@ -1,4 +1,4 @@
-"""The Runtime: one embedder, gallery and searcher shared by every engine it builds, a detector per
+"""The Runtime: one embedder, gallery and matcher shared by every engine it builds, a detector per
 engine, ordered and idempotent close, gallery problems tolerated for the app; the monitor and `run`
 get their engines from it (so the monitor now honours flip TTA like everyone else)."""
 
@@ -18,7 +18,7 @@ def test_engines_share_the_embedder_and_searcher_and_close_in_order(live_gallery
     rt = Runtime(live_gallery.settings(flip_tta=True), store=live_gallery.store)
     a, b = rt.engine("a"), rt.engine("b")
     assert a.analyzer.embedder is b.analyzer.embedder is rt.embedder and rt.embedder.flip_tta
-    assert a.searcher is b.searcher is rt.searcher is not None
+    assert a.matcher is b.matcher is rt.matcher is not None
     assert a.analyzer.detector is not b.analyzer.detector  # MediaPipe detectors are per thread
     assert a._embed_lock is b._embed_lock is rt.embed_lock  # noqa: SLF001
     a.close()
@@ -42,9 +42,9 @@ def test_the_app_runtime_tolerates_gallery_problems(live_gallery: LiveGallery, t
     rt = Runtime(live_gallery.settings(milvus_uri=str(tmp_path / "none.db")), store=live_gallery.store,
                  tolerate_gallery=True)
     try:
-        assert rt.searcher is None and rt.gallery_problem is not None and rt.gallery_problem.kind == "empty"
+        assert rt.matcher is None and rt.gallery_problem is not None and rt.gallery_problem.kind == "empty"
         assert "index build" in rt.gallery_problem.message
-        assert rt.engine("app").searcher is None  # the video still runs: detected and tracked
+        assert rt.engine("app").matcher is None  # the video still runs: detected and tracked
     finally:
         rt.close()
 

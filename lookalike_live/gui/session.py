@@ -44,12 +44,12 @@ class LoadedEngine:
     gallery_stats: dict[str, Any] | None = None
     gallery_problem: GalleryProblem | None = None
     load_seconds: float = 0.0
-    runtime: Any = None  # runtime.Runtime (load_engine sets it): the embedder, gallery and searcher
+    runtime: Any = None  # runtime.Runtime (load_engine sets it): the embedder, gallery and matcher
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def search(self) -> bool:
-        return self.engine.searcher is not None
+        return self.engine.matcher is not None
 
     def close(self) -> None:
         self.engine.close()
@@ -95,10 +95,10 @@ def dedupe_identities(matches: Sequence[Match], k: int) -> tuple[Match, ...]:
 
 class PhotoMatcher:
     """Every face of one still image (a group photo too) matched like the live video: detection in
-    image mode, alignment and the engine's embedder, then the engine's gallery searcher.
+    image mode, alignment and the engine's embedder, then the engine's gallery matcher.
 
     Shares the engine's embedder (ONNX Runtime / TensorRT sessions are safe to call from another
-    thread) and searcher; owns only its image-mode detector. Call from a worker thread."""
+    thread) and matcher; owns only its image-mode detector. Call from a worker thread."""
 
     def __init__(self, loaded: LoadedEngine, store: Path | None = None, search_timeout: float = 10.0) -> None:
         self.loaded = loaded
@@ -120,9 +120,9 @@ class PhotoMatcher:
             return FrameResult(frame, dets, (), timings)
         answers: list[list[Match]] | None = None
         state = TrackState.TENTATIVE
-        if engine.searcher is not None:
+        if engine.matcher is not None:
             t2 = time.perf_counter()
-            fut = engine.searcher.submit(emb.vectors, k=max(3 * top_k, 10), with_thumbnails=True, source="photo")
+            fut = engine.matcher.submit("photo", emb.vectors, max(3 * top_k, 10))
             try:
                 answers = fut.result(timeout=self.search_timeout)
             except GalleryUnavailableError:

@@ -1,0 +1,686 @@
+"""The gallery's write side: the collections' schema, upserts, identity centroids, index waits,
+stats, and the sync reads that tools use (``eval``, ``index``, benchmarks). Live video reads
+through :class:`~lookalike_live.gallery.matcher.Matcher` (:meth:`Gallery.matcher`)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..config import MATCH_BY
+from ..errors import DimensionMismatchError, GalleryError, ShapeError
+from ..types import Match
+from .common import (
+    FACE_OUTPUT,
+    HNSW_EF,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    IDENTITY_OUTPUT,
+    MAX_DATASET,
+    MAX_IDENTITY,
+    MAX_NAME,
+    MAX_PATH,
+    MIN_INDEXED_SEGMENT_ROWS,
+    PROP_DIM,
+    PROP_GENERATION,
+    PROP_MODEL,
+    PROP_SCHEMA,
+    SCHEMA_VERSION,
+    FaceRecord,
+    ModelMismatchError,
+    attach_thumbnails,
+    b64_to_thumb,
+    centroid_hits,
+    collection_schema,
+    default_uri,
+    hits_to_matches,
+    identity_id,
+    is_lite_uri,
+    is_not_loaded,
+    lite_connect,
+    lite_release,
+    normalise,
+    skip_pymilvus_string_check,
+    slug,
+    thumb_to_b64,
+    to_gallery_error,
+    validate_uri,
+)
+from .local_index import LocalIndex, accumulate_identities, held_thumbnails, search_local
+from .snapshot import Snapshots
+
+if TYPE_CHECKING:
+    from .matcher import Matcher
+
+log = logging.getLogger("lookalike_live.gallery")
+
+
+class Gallery:
+    """A face gallery in Milvus (Milvus Lite file by default, or any Milvus URI).
+
+    Sync methods are for builds and tools; live video uses :meth:`searcher` (an
+    :class:`AsyncSearcher`). All Milvus failures surface as :class:`GalleryError`;
+    "cannot reach Milvus" as :class:`GalleryUnavailableError`, within ``timeout`` seconds.
+
+    ``match_by`` (what :meth:`search` ranks): "face" (default here) = single photos; "identity" =
+    identity centroids, each answered with its most typical photo. The live app matches by
+    identity (``Settings.match_by``, see :meth:`from_settings`): ``eval identify --study``
+    measured it more accurate (MobileFaceNet, CelebA sample: top-1 0.966 vs 0.950).
+
+    ``local_index``: keep an in-process copy of the vectors for search (:class:`LocalIndex`).
+    None (default) turns it on for Milvus Lite URIs, where Lite's own search costs ~90 ms at
+    200k faces; a Milvus server answers in a few ms and needs none.
+    """
+
+    def __init__(self, uri: str | None = None, collection: str = "faces", token: str | None = None, *,
+                 timeout: float = 10.0, local_index: bool | None = None, nprobe: int = 16,
+                 ef: int = HNSW_EF, match_by: str = "face") -> None:
+        if match_by not in MATCH_BY:
+            raise ValueError(f"match_by must be one of {', '.join(MATCH_BY)}, got {match_by!r}")
+        self.match_by = match_by
+        self._warned_no_centroids = False
+        self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
+        self.uri = validate_uri(uri or default_uri())
+        self.collection = collection
+        self.identities_collection = f"{collection}_identities"
+        self.token = token or ""
+        self.timeout = float(timeout)
+        self.is_lite = is_lite_uri(self.uri)
+        self.ef = int(ef)
+        self.nprobe = int(nprobe)
+        self.local_index_enabled = self.is_lite if local_index is None else bool(local_index)
+        # Milvus's own index for collections this object creates. HNSW, except on Milvus Lite with
+        # the local index: there Lite's index only serves as a fallback, and Lite builds HNSW in a
+        # background thread after every flush (and synchronously in load() if the process exited
+        # first): ~10 CPU-minutes at 200k x 512 that the local index makes useless. FLAT costs none.
+        self.index_type = "FLAT" if (self.is_lite and self.local_index_enabled) else "HNSW"
+        self.snapshots = Snapshots(self, self._cache_dir, self.nprobe)
+        self._info: dict[str, Any] | None = None  # dim, model, generation of the faces collection
+        self._closed = False
+        if self.is_lite:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        from pymilvus import MilvusClient
+
+        t0 = time.perf_counter()
+        def connect() -> Any:
+            return MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout)
+
+        try:
+            self._client = lite_connect(self.uri, connect) if self.is_lite else connect()
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises bare MilvusException
+            raise self._error(exc, "connect") from exc
+        log.debug("connected to %s in %.2f s", self.uri, time.perf_counter() - t0)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> Gallery:
+        """The gallery ``settings`` name (URI, collection, token), matching as ``settings.match_by`` says."""
+        return cls(settings.milvus_uri, collection=settings.collection, token=settings.token,
+                   match_by=settings.match_by, **kwargs)
+
+    # -- plumbing
+    def _error(self, exc: BaseException, action: str) -> GalleryError:
+        return to_gallery_error(exc, self.uri, self.collection, action)
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise GalleryError(f"gallery {self.uri} ({self.collection}) is closed")
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, action) from exc
+
+    def _read(self, action: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A search/query/get on collection ``name``; if Milvus says it is not loaded (a server
+        that restarted, a Lite file reopened), load it and try once more."""
+        try:
+            return self._call(action, fn, name, *args, **kwargs)
+        except GalleryError as err:
+            if not is_not_loaded(err):
+                raise
+        log.info("collection %s not loaded on %s: loading it", name, self.uri)
+        self._load(name)
+        return self._call(action, fn, name, *args, **kwargs)
+
+    @property
+    def _cache_dir(self) -> Path | None:
+        return Path(self.uri + ".lookalike-index") / self.collection if self.is_lite else None
+
+    def describe(self, refresh: bool = False) -> dict[str, Any] | None:
+        """dim/model/generation of the faces collection, or None if it does not exist."""
+        if self._info is not None and not refresh:
+            return self._info
+        if not self._call("has_collection", self._client.has_collection, self.collection):
+            self._info = None
+            return None
+        desc = self._call("describe_collection", self._client.describe_collection, self.collection)
+        dim = None
+        for f in desc.get("fields", []):
+            if f.get("name") == "vector":
+                dim = int(f.get("params", {}).get("dim", 0))
+        props = desc.get("properties") or {}
+        if dim is None:
+            raise GalleryError(
+                f"collection {self.collection!r} on {self.uri} has no 'vector' field: it was not created by "
+                "lookalike-live; use another --collection"
+            )
+        self._info = {"dim": dim, "model": props.get(PROP_MODEL, ""), "generation": props.get(PROP_GENERATION, "")}
+        self._load(self.collection)
+        return self._info
+
+    def info(self) -> dict[str, Any]:
+        info = self.describe()
+        if info is None:
+            raise GalleryError(
+                f"collection {self.collection!r} does not exist on {self.uri}: build the gallery first "
+                "(`lookalike-live index build`), or pick the right --collection / --milvus-uri"
+            )
+        return info
+
+    def _load(self, *names: str) -> None:
+        """Load collections (all requests first, then one wait: a server takes ~3 s per load)."""
+        from pymilvus.client.types import LoadState
+
+        todo = [n for n in names
+                if self._call("get_load_state", self._client.get_load_state, n).get("state") != LoadState.Loaded]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        for n in todo:
+            self._call("load_collection", self._client.load_collection, n, _async=True)
+        deadline = time.monotonic() + max(self.timeout, 300.0)
+        while todo:
+            todo = [n for n in todo
+                    if self._call("get_load_state", self._client.get_load_state, n).get("state") != LoadState.Loaded]
+            if todo and time.monotonic() > deadline:
+                raise GalleryError(f"collections {todo} on {self.uri} still loading after {max(self.timeout, 300.0):.0f} s")
+            if todo:
+                time.sleep(0.1)
+        log.info("loaded %s in %.1f s", ", ".join(names), time.perf_counter() - t0)
+
+    def _create(self, name: str, dim: int, model: str, identities: bool, load: bool = True) -> None:
+        ip = self._client.prepare_index_params()
+        if self.index_type == "HNSW":
+            ip.add_index("vector", index_type="HNSW", metric_type="COSINE",
+                         params={"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION})
+        else:
+            ip.add_index("vector", index_type=self.index_type, metric_type="COSINE")
+        self._call("create_collection", self._client.create_collection, name,
+                   schema=collection_schema(dim, identities), consistency_level="Session")
+        # sync=False: the collection is empty, and Milvus Lite lacks the AllocTimestamp call that
+        # pymilvus's wait-for-index loop makes (it logs a server-side traceback otherwise)
+        self._call("create_index", self._client.create_index, name, ip, sync=False)
+        self._call("alter_collection_properties", self._client.alter_collection_properties, name,
+                   properties={PROP_MODEL: model, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION,
+                               PROP_GENERATION: uuid.uuid4().hex})
+        if load:
+            self._load(name)
+        log.info("created collection %s (%d-d, model %s, %s index, COSINE) on %s", name, dim, model,
+                 f"HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION}" if self.index_type == "HNSW"
+                 else self.index_type, self.uri)
+
+    def _bump_generation(self) -> str:
+        gen = uuid.uuid4().hex
+        self._call("alter_collection_properties", self._client.alter_collection_properties, self.collection,
+                   properties={PROP_GENERATION: gen})
+        if self._info is not None:
+            self._info["generation"] = gen
+        return gen
+
+    # -- schema
+    def ensure(self, dim: int, model: str) -> None:
+        """Create the faces and identities collections if absent (and load them); refuse a dimension
+        mismatch (:class:`DimensionMismatchError`) or a different model (:class:`ModelMismatchError`)."""
+        created = False
+        if self.describe(refresh=True) is not None:
+            self.check_model(model, dim)
+        else:
+            self._create(self.collection, int(dim), model, identities=False, load=False)
+            created = True
+        if not self._call("has_collection", self._client.has_collection, self.identities_collection):
+            self._create(self.identities_collection, int(dim), model, identities=True, load=False)
+        self._load(self.collection, self.identities_collection)
+        info = self.info()
+        if created and self.local_index_enabled:
+            local = LocalIndex(int(dim), nprobe=self.nprobe)
+            local.generation, local.model = info["generation"], model
+            self.snapshots.set(local)
+
+    def check_model(self, model: str, dim: int) -> None:
+        """Raise unless the faces collection exists and was built for ``model`` with ``dim``-d vectors."""
+        info = self.info()
+        if int(info["dim"]) != int(dim):
+            raise DimensionMismatchError(
+                f"collection {self.collection!r} on {self.uri} holds {info['dim']}-d vectors"
+                f"{' from model ' + repr(info['model']) if info['model'] else ''}, but model {model!r} makes "
+                f"{dim}-d vectors: use another collection (--collection {self.collection}_{slug(model)}) "
+                f"or drop this one (Gallery.drop()) and rebuild it"
+            )
+        if info["model"] and model and info["model"] != model:
+            raise ModelMismatchError(
+                f"collection {self.collection!r} on {self.uri} was built with model {info['model']!r}, not "
+                f"{model!r}: similarities between the two models mean nothing. Use --model {info['model']}, "
+                f"another collection (--collection {self.collection}_{slug(model)}), or drop and rebuild it"
+            )
+
+    def drop(self) -> None:
+        """Delete both collections and the local index cache."""
+        for name in (self.collection, self.identities_collection):
+            if self._call("has_collection", self._client.has_collection, name):
+                self._call("drop_collection", self._client.drop_collection, name)
+        self.snapshots.set(None)
+        if self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+        self._info = None
+
+    # -- writes
+    def upsert_faces(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray, identity: Sequence[str],
+                     name: Sequence[str], dataset: Sequence[str] | str, image_path: Sequence[str],
+                     bbox: np.ndarray | Sequence[Sequence[float]] | None = None,
+                     quality: Sequence[float] | np.ndarray | None = None,
+                     thumbnail: Sequence[bytes | None] | None = None,
+                     face_index: Sequence[int] | np.ndarray | None = None, batch_size: int = 512) -> int:
+        """Insert or replace faces given as parallel arrays (N first). ``vectors`` (N, D) are
+        L2-normalised on write. Returns N. Re-upserting an id replaces its row."""
+        info = self.info()
+        vecs = normalise(vectors, int(info["dim"]), "vectors")
+        n = len(vecs)
+        ids_arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ds = [dataset] * n if isinstance(dataset, str) else list(dataset)
+        bb = np.zeros((n, 4), np.float32) if bbox is None else np.asarray(bbox, np.float32).reshape(-1, 4)
+        qa = np.zeros((n,), np.float32) if quality is None else np.asarray(quality, np.float32).reshape(-1)
+        fi = np.zeros((n,), np.int64) if face_index is None else np.asarray(face_index, np.int64).reshape(-1)
+        th = [None] * n if thumbnail is None else list(thumbnail)
+        lengths = {"ids": len(ids_arr), "vectors": n, "identity": len(identity), "name": len(name),
+                   "dataset": len(ds), "image_path": len(image_path), "bbox": len(bb), "quality": len(qa),
+                   "thumbnail": len(th), "face_index": len(fi)}
+        if len(set(lengths.values())) != 1:
+            raise ShapeError(f"upsert_faces: all arguments must have the same length N, got {lengths}")
+        if n == 0:
+            return 0
+        if len(set(ids_arr.tolist())) != n:
+            raise ShapeError("upsert_faces: ids must be unique within one call")
+        if ids_arr.min() < 0:
+            raise ShapeError("upsert_faces: ids must be >= 0 (use face_id())")
+        thumbs = [thumb_to_b64(t) for t in th]
+        identity, name, image_path = [str(s) for s in identity], [str(s) for s in name], [str(s) for s in image_path]
+        for label, values, limit in (("identity", identity, MAX_IDENTITY), ("name", name, MAX_NAME),
+                                     ("dataset", ds, MAX_DATASET), ("image_path", image_path, MAX_PATH)):
+            longest = max(len(v.encode("utf-8")) for v in values)
+            if longest > limit:
+                raise ShapeError(f"upsert_faces: a {label} is {longest} bytes long, the limit is {limit}")
+
+        skip_pymilvus_string_check()  # every string's length is checked above
+        # a new generation first: a crash mid-write leaves the persisted local index out of date
+        prev_gen = info["generation"]
+        gen = self._bump_generation()
+        try:
+            for s in range(0, n, batch_size):
+                e = min(n, s + batch_size)
+                rows = [{
+                    "id": int(ids_arr[i]), "vector": vecs[i], "identity": identity[i], "name": name[i],
+                    "dataset": ds[i], "image_path": image_path[i], "face_index": int(fi[i]),
+                    "bbox": [float(v) for v in bb[i]], "quality": float(qa[i]), "thumbnail": thumbs[i],
+                } for i in range(s, e)]
+                self._call("upsert", self._client.upsert, self.collection, rows)
+        except GalleryError:
+            self.snapshots.set(None)  # unknown how much was written: reload from Milvus when needed
+            raise
+        local = self.snapshots.replace_if(prev_gen)  # one already out of date is reloaded when needed
+        if local is not None:
+            local.upsert(ids_arr, vecs, identity, name, ds, image_path)
+            local.generation = gen
+        return n
+
+    def upsert_rows(self, rows: Iterable[Mapping[str, Any]], batch_size: int = 512) -> int:
+        """Insert or replace faces given as dicts with keys id, vector, identity, name, dataset,
+        image_path and optionally bbox, quality, thumbnail (JPEG bytes), face_index."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        try:
+            return self.upsert_faces(
+                ids=[int(r["id"]) for r in rows], vectors=np.stack([np.asarray(r["vector"], np.float32) for r in rows]),
+                identity=[r["identity"] for r in rows], name=[r["name"] for r in rows],
+                dataset=[r["dataset"] for r in rows], image_path=[r["image_path"] for r in rows],
+                bbox=[r.get("bbox", (0.0, 0.0, 0.0, 0.0)) for r in rows],
+                quality=[float(r.get("quality", 0.0)) for r in rows],
+                thumbnail=[r.get("thumbnail") for r in rows],
+                face_index=[int(r.get("face_index", 0)) for r in rows], batch_size=batch_size,
+            )
+        except KeyError as exc:
+            raise ShapeError(f"upsert_rows: every row needs the key {exc.args[0]!r}") from exc
+
+    def upsert_records(self, records: Iterable[FaceRecord], batch_size: int = 512) -> int:
+        """Insert or replace :class:`FaceRecord` objects."""
+        return self.upsert_rows(({**r.__dict__} for r in records), batch_size=batch_size)
+
+    def existing_ids(self, ids: Iterable[int], chunk: int = 1000) -> set[int]:
+        """The subset of ``ids`` already in the faces collection (strongly consistent)."""
+        self.info()
+        wanted = [int(i) for i in ids]
+        found: set[int] = set()
+        for s in range(0, len(wanted), chunk):
+            part = wanted[s : s + chunk]
+            res = self._read("query", self.collection, self._client.query, filter=f"id in {part}",
+                             output_fields=["id"], consistency_level="Strong")
+            found.update(int(r["id"]) for r in res)
+        return found
+
+    def flush(self) -> None:
+        """Seal written rows into persistent segments (indexes build on sealed segments) and save
+        the local index if it changed."""
+        for name in (self.collection, self.identities_collection):
+            if self._call("has_collection", self._client.has_collection, name):
+                self._call("flush", self._client.flush, name, timeout=max(self.timeout, 120.0))
+        self._save_local()
+
+    def wait_for_index(self, timeout: float = 600.0, collection: str | None = None) -> dict[str, Any]:
+        """Flush, then wait until every sealed row of the faces collection (or ``collection``, e.g.
+        :attr:`identities_collection`) is indexed (bounded); returns describe_index's answer.
+        Raises GalleryError on timeout."""
+        self.info()
+        self.flush()
+        name = collection or self.collection
+        deadline = time.monotonic() + timeout
+        while True:
+            di = self._call("describe_index", self._client.describe_index, name, "vector")
+            pending = int(di.get("pending_index_rows", 0) or 0)
+            if pending == 0 and str(di.get("state", "Finished")) in ("Finished", "3", "IndexState.Finished"):
+                break
+            if time.monotonic() > deadline:
+                raise GalleryError(f"index of {name!r} on {self.uri} still building after "
+                                   f"{timeout:.0f} s ({pending} rows pending); try again later")
+            time.sleep(0.5)
+        if not self.is_lite:
+            self._wait_for_indexed_segments(deadline, name)
+        local = self.local_index()
+        if local is not None:
+            local.prepare()
+        return dict(di)
+
+    def _wait_for_indexed_segments(self, deadline: float, name: str) -> None:
+        """A server builds the index, then its query node swaps the indexed sealed segments in;
+        until then searches run on growing data with a temporary index (recall@1 0.85 instead of
+        1.0 in lookalike_live.bench.search at 20k). Wait until all rows are served indexed."""
+        total = self._count(name)
+        while True:
+            segs = self._call("list_loaded_segments", self._client.list_loaded_segments, name)
+            # Milvus never indexes a segment below indexCoord.segment.minSegmentNumRowsToEnableIndex
+            # (1024 by default): it is searched brute force, which is exact
+            done = [sg for sg in segs if sg.index_name or int(sg.num_rows) < MIN_INDEXED_SEGMENT_ROWS]
+            served = sum(int(sg.num_rows) for sg in done)
+            if served >= total and len(done) == len(segs):
+                return
+            if time.monotonic() > deadline:
+                raise GalleryError(f"{name!r} on {self.uri}: {served} of {total} rows served from "
+                                   "indexed segments so far; try again later")
+            time.sleep(0.5)
+
+    # -- reads
+    def count(self) -> int:
+        """Number of faces (strongly consistent)."""
+        self.info()
+        return self._count(self.collection)
+
+    def _count(self, name: str) -> int:
+        res = self._read("count", name, self._client.query, filter="", output_fields=["count(*)"],
+                         consistency_level="Strong")
+        return int(res[0]["count(*)"]) if res else 0
+
+    def search(self, vectors: np.ndarray, k: int = 1, with_thumbnails: bool = False,
+               match_by: str | None = None) -> list[list[Match]]:
+        """The ``k`` best matches for each vector (N, D): N lists of :class:`GalleryMatch` (score =
+        cosine similarity, best first; ``thumbnail`` set when asked). ``match_by`` (default: the
+        gallery's): "identity" ranks identity centroids and answers each with its most typical
+        photo; "face" ranks single photos (an identity may then appear more than once)."""
+        info = self.info()
+        q = normalise(vectors, int(info["dim"]), "query vectors")
+        if len(q) == 0:
+            return []
+        k = max(1, int(k))
+        by = match_by or self.match_by
+        if by not in MATCH_BY:
+            raise ValueError(f"match_by must be one of {', '.join(MATCH_BY)}, got {by!r}")
+        local = self.local_index(build=True)
+        if local is not None:
+            out = search_local(local, q, k, by)
+            if not with_thumbnails:
+                return out
+            held, missing = held_thumbnails(local, out)
+            fetched = self.thumbnails(missing)
+            local.keep_thumbnails(fetched)
+            return attach_thumbnails(out, {**held, **fetched})
+        if by == "identity":
+            hits = self._search_centroids(q, k, with_thumbnails)
+            if hits is not None:
+                return hits
+        res = self._read("search", self.collection, self._client.search, data=q, limit=k,
+                         output_fields=FACE_OUTPUT + (["thumbnail"] if with_thumbnails else []),
+                         search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
+                         consistency_level="Session")
+        return hits_to_matches(res)
+
+    def centroids_ready(self, refresh: bool = False) -> bool:
+        """Whether the identities collection holds centroids with representative faces (an index
+        build of this version made them); remembered per faces-collection generation unless
+        ``refresh`` (another process may have built them). Warns once, and identity matching then
+        searches single faces, when not."""
+        gen = str(self.info().get("generation", ""))
+        if self._centroids_ok is not None and self._centroids_ok[0] == gen and not refresh:
+            return self._centroids_ok[1]
+        ok = self._identities_state() == "current" and self._count(self.identities_collection) > 0
+        self._centroids_ok = (gen, ok)
+        if not ok and not self._warned_no_centroids:
+            self._warned_no_centroids = True
+            log.warning("%s on %s has no identity centroids (an interrupted or older index build): matching "
+                        "single faces; `lookalike-live index build` again (it resumes) adds them",
+                        self.collection, self.uri)
+        return ok
+
+    def _identities_state(self) -> str:
+        """The identities collection: "absent", "old" (no representative faces: an older version
+        made it) or "current"."""
+        if not self._call("has_collection", self._client.has_collection, self.identities_collection):
+            return "absent"
+        fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
+                                                self.identities_collection).get("fields", [])}
+        return "current" if "face_id" in fields else "old"
+
+    def _search_centroids(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
+        if not self.centroids_ready():
+            return None
+        res = self._read("search", self.identities_collection, self._client.search, data=q, limit=k,
+                         output_fields=IDENTITY_OUTPUT,
+                         search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
+                         consistency_level="Session")
+        out = centroid_hits(res)
+        if with_thumbnails:
+            out = attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms if m.face_id is not None}))
+        return out
+
+    def rebuild_centroids(self, batch_size: int = 4096) -> int:
+        """Recompute the identities collection from the faces collection: per identity the mean of
+        its faces' normalised vectors (re-normalised), its face count, and its representative face
+        (the one nearest the centroid). Returns the number of identities."""
+        info = self.info()
+        dim = int(info["dim"])
+        t0 = time.perf_counter()
+        local = self.local_index()
+        if local is not None and local.generation == info["generation"]:
+            rows = local.identity_rows()
+            local.pin_representatives(self.thumbnails)  # the live overlay shows these photos
+        else:
+            rows = self._centroid_rows(dim, batch_size)
+        state = self._identities_state()
+        if state == "old":  # made by an older version: derived data, so recreate it
+            self._call("drop_collection", self._client.drop_collection, self.identities_collection)
+        if state != "current":
+            self._create(self.identities_collection, dim, str(info["model"]), identities=True)
+        for s in range(0, len(rows), 1000):
+            self._call("upsert", self._client.upsert, self.identities_collection, rows[s : s + 1000])
+        keep = {r["id"] for r in rows}
+        stale = [int(r["id"]) for b in self.iterate(["id"], 10000, self.identities_collection)
+                 for r in b if int(r["id"]) not in keep]
+        for s in range(0, len(stale), 1000):
+            self._call("delete", self._client.delete, self.identities_collection, ids=stale[s : s + 1000])
+        self._warned_no_centroids = False
+        self._centroids_ok = None
+        log.info("identity centroids: %d identities (%d removed) in %.1f s", len(rows), len(stale),
+                 time.perf_counter() - t0)
+        return len(rows)
+
+    def _centroid_rows(self, dim: int, batch_size: int) -> list[dict[str, Any]]:
+        """Identity rows from two passes over the faces collection: sums, then representatives."""
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        display: dict[str, str] = {}
+        for batch in self.iterate(["vector", "identity", "name"], batch_size):
+            v = np.asarray([r["vector"] for r in batch], np.float32)
+            s, c, d = accumulate_identities(v, [r["identity"] for r in batch], [r["name"] for r in batch], dim)
+            for key, val in s.items():
+                if key in sums:
+                    sums[key] += val
+                    counts[key] += c[key]
+                else:
+                    sums[key], counts[key], display[key] = val, c[key], d[key]
+        cent = {k: (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32) for k, v in sums.items()}
+        best: dict[str, tuple[float, int, str, str]] = {}
+        for batch in self.iterate(["vector", "identity", "dataset", "image_path"], batch_size):
+            for r in batch:
+                if r["identity"] not in cent:  # written between the two passes: in the next rebuild
+                    continue
+                sim = float(np.dot(np.asarray(r["vector"], np.float32), cent[r["identity"]]))
+                if r["identity"] not in best or sim > best[r["identity"]][0]:
+                    best[r["identity"]] = (sim, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
+        return [{"id": identity_id(k), "vector": cent[k], "identity": k, "name": display[k], "count": counts[k],
+                 "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent if k in best]
+
+    def iterate(self, fields: list[str], batch_size: int, collection: str | None = None) -> Iterable[list[dict]]:
+        name = collection or self.collection
+        self.info()
+        self._load(name)
+        try:
+            it = self._client.query_iterator(name, batch_size=batch_size, filter="", output_fields=fields,
+                                             timeout=max(self.timeout, 60.0))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(exc, "query_iterator") from exc
+        try:
+            while True:
+                try:
+                    batch = it.next()
+                except Exception as exc:  # noqa: BLE001
+                    raise self._error(exc, "query_iterator") from exc
+                if not batch:
+                    return
+                yield list(batch)
+        finally:
+            it.close()
+
+    def face_ids(self) -> list[int]:
+        """Every face's primary key (for audits: re-runs must never duplicate)."""
+        return [int(r["id"]) for batch in self.iterate(["id"], 2000) for r in batch]
+
+    def thumbnail(self, face_id: int) -> bytes | None:
+        """JPEG bytes of a face's thumbnail, or None (unknown id or no thumbnail)."""
+        return self.thumbnails([face_id]).get(int(face_id))
+
+    def thumbnails(self, face_ids: Iterable[int]) -> dict[int, bytes | None]:
+        """JPEG thumbnails of several faces in one call: {face id: bytes or None}."""
+        ids = sorted({int(i) for i in face_ids})
+        if not ids:
+            return {}
+        self.info()
+        res = self._read("get", self.collection, self._client.get, ids=ids, output_fields=["thumbnail"])
+        return {int(r["id"]): b64_to_thumb(r.get("thumbnail")) for r in res}
+
+    def stats(self) -> dict[str, Any]:
+        """faces, identities, model, dim, index (type, params, state), load state, uri, collection."""
+        out: dict[str, Any] = {"uri": self.uri, "collection": self.collection,
+                               "backend": "milvus-lite" if self.is_lite else "milvus"}
+        try:
+            out["server_version"] = self._call("get_server_version", self._client.get_server_version)
+        except GalleryError:
+            out["server_version"] = None
+        info = self.describe(refresh=True)
+        if info is None:
+            out.update(exists=False, faces=0, identities=0, model=None, dim=None)
+            return out
+        out.update(exists=True, faces=self.count(), model=info["model"] or None, dim=info["dim"])
+        has_ids = self._call("has_collection", self._client.has_collection, self.identities_collection)
+        out["identities"] = self._count(self.identities_collection) if has_ids else 0
+        di = self._call("describe_index", self._client.describe_index, self.collection, "vector") or {}
+        out["index"] = {
+            "type": di.get("index_type"), "metric": di.get("metric_type"),
+            "params": ({"M": int(di.get("M", HNSW_M)), "efConstruction": int(di.get("efConstruction", HNSW_EF_CONSTRUCTION)),
+                        "ef": self.ef} if di.get("index_type") == "HNSW" else {}),
+            "state": str(di.get("state")), "indexed_rows": di.get("indexed_rows"),
+            "pending_rows": di.get("pending_index_rows"),
+        }
+        out["load_state"] = str(self._call("get_load_state", self._client.get_load_state, self.collection).get("state"))
+        local = self.snapshots.current
+        out["local_index"] = {"enabled": self.local_index_enabled, "ready": local is not None,
+                              "rows": len(local) if local else 0, "mode": local.mode if local else None,
+                              "cache": str(self._cache_dir) if self._cache_dir else None}
+        return out
+
+    # -- local index
+    def local_index(self, build: bool = False) -> LocalIndex | None:
+        """The in-process snapshot of the faces collection (None when disabled). With ``build`` a
+        missing or outdated one is opened now (the persisted copy when its generation matches,
+        else pulled from Milvus); without, whatever is held is returned (readers never wait)."""
+        if not self.local_index_enabled:
+            return None
+        return self.snapshots.get(self._info, build)
+
+    def warm_local_index(self) -> LocalIndex | None:
+        """Open the local index now (None when disabled or the collection is absent)."""
+        local = self.local_index(build=True)
+        if local is not None:
+            local.prepare()
+            self._save_local()
+        return local
+
+    def _save_local(self) -> None:
+        self.snapshots.save(None if self._info is None else str(self._info.get("generation")))
+
+    # -- live reads
+    def matcher(self, **kwargs: Any) -> Matcher:
+        """The read side for live video: a :class:`~lookalike_live.gallery.matcher.Matcher` on
+        this gallery (see its arguments)."""
+        from .matcher import Matcher
+
+        return Matcher(self, **kwargs)
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Save the local index if it changed and close the connection (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._save_local()
+        finally:
+            self._closed = True
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing the Milvus client failed", exc_info=True)
+            if self.is_lite:
+                lite_release(self.uri)
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Gallery(uri={self.uri!r}, collection={self.collection!r})"
+
