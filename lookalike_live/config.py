@@ -16,13 +16,13 @@ the one its spec ships (``[calibration]``, measured on the CelebA sample), else 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -30,40 +30,95 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LOOKALIKE_"
 
+MATCH_BY = ("identity", "face")  # identity centroid | single nearest photo
 
-@dataclass(frozen=True)
-class Settings:
+
+class Settings(BaseModel):
+    """The settings every command shares, validated by pydantic: an unknown key or a value of the
+    wrong type is refused with the key's name (:func:`load_settings` says where it came from)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
     # embedder name or spec .toml; load_settings() fills in the best installed FaceNet
     # (models.default_embedder()) when nothing chooses one
     model: str = "facenet-casia-webface"
-    backend: str = "auto"  # auto | onnx | tensorrt
-    detector: str = "full"  # short | full
-    small_faces: str = "off"  # off | tile: recover small faces in large frames (tiles)
-    min_face_score: float = 0.5
+    backend: Literal["auto", "onnx", "tensorrt"] = "auto"
+    detector: Literal["short", "full"] = "full"
+    small_faces: Literal["off", "tile"] = "off"  # tile: recover small faces in large frames
+    min_face_score: float = Field(0.5, ge=0.0, le=1.0)
     milvus_uri: str | None = None  # None: the embedded Milvus Lite file in the data dir
-    token: str | None = None
-    collection: str = "faces"
-    threshold: float = 0.35  # cosine similarity: at or above "looks like" (open set: a match), below "a bit like" (open set: unknown)
-    max_faces: int = 16
-    top_k: int = 10
+    token: str | None = Field(None, repr=False)  # a secret: never in logs
+    collection: str = Field("faces", min_length=1)
+    # cosine similarity: at or above "looks like" (open set: a match), below "a bit like" (open set: unknown)
+    threshold: float = Field(0.35, ge=-1.0, le=1.0)
+    max_faces: int = Field(16, ge=1)
+    top_k: int = Field(10, ge=1)
     # how a face is matched: "identity" = the nearest identity centroid (mean of its photos), which
     # `eval identify --study` measured best; "face" = the single most similar photo
-    match_by: str = "identity"
+    match_by: Literal["identity", "face"] = "identity"
     flip_tta: bool = False  # embed each face and its mirror image (2x embedding work; measured: within noise)
     log_level: str = "INFO"
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
     def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, validated like the original."""
+        return _validated({**self.model_dump(), **changes}, "Settings.replace")
 
 
-MATCH_BY = ("identity", "face")  # identity centroid | single nearest photo
-
-CHOICES = {
-    "backend": ("auto", "onnx", "tensorrt"),
-    "detector": ("short", "full"),
-    "small_faces": ("off", "tile"),
-    "match_by": MATCH_BY,
+#: the settings with a fixed set of values, and those values (for menus)
+CHOICES: dict[str, tuple[str, ...]] = {
+    name: get_args(Settings.model_fields[name].annotation) for name in ("backend", "detector", "small_faces", "match_by")
 }
+
+
+class SettingsError(ConfigError):
+    """Settings refused: ``problems`` names each bad key and why."""
+
+    def __init__(self, problems: list[str], origin: str = "Settings") -> None:
+        self.problems = problems
+        super().__init__(f"{origin}: " + "; ".join(problems))
+
+
+def _validated(values: dict[str, Any], origin: str) -> Settings:
+    """Settings from ``values``, or SettingsError naming ``origin`` and each bad key."""
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        raise SettingsError(exc.problems, origin) from None
+
+
+_WANTED = {
+    "float_parsing": "must be a number", "float_type": "must be a number",
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false (1/0, yes/no, on/off)", "bool_type": "must be true or false",
+    "string_type": "must be text",
+}
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "?"
+        kind, got = err["type"], err.get("input")
+        if kind == "extra_forbidden":
+            problems.append(f"unknown setting {key!r}; known: {', '.join(sorted(Settings.model_fields))}")
+        elif kind == "literal_error" and key in CHOICES:
+            problems.append(f"{key} must be one of {', '.join(CHOICES[key])}, got {got!r}")
+        elif kind in _WANTED:
+            problems.append(f"{key} {_WANTED[kind]}, got {got!r}")
+        elif kind in ("greater_than_equal", "less_than_equal"):
+            sign = ">=" if kind == "greater_than_equal" else "<="
+            bound = err.get("ctx", {}).get("ge" if sign == ">=" else "le")
+            problems.append(f"{key} must be {sign} {bound}, got {got!r}")
+        else:
+            problems.append(f"{key}: {err['msg']}, got {got!r}")
+    return problems
 
 
 def config_path() -> Path:
@@ -129,36 +184,10 @@ def save_calibrated_threshold(model: str, threshold: float, **info: Any) -> Path
     return path
 
 
-def _coerce(name: str, raw: Any, typ: Any, origin: str) -> Any:
-    if raw is None:
-        return None
-    text_type = str(typ)
-    try:
-        if "bool" in text_type:
-            if isinstance(raw, bool):
-                value: Any = raw
-            elif str(raw).strip().lower() in ("1", "true", "yes", "on"):
-                value = True
-            elif str(raw).strip().lower() in ("0", "false", "no", "off"):
-                value = False
-            else:
-                raise ValueError(raw)
-        elif "float" in text_type:
-            value = float(raw)
-        elif "int" in text_type:
-            value = int(raw)
-        else:
-            value = str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: {name} must be {text_type}, got {raw!r}") from None
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{origin}: {name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
-    return value
-
-
 def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = None) -> Settings:
-    """Defaults <- config file <- environment <- ``overrides`` (flags; None values are ignored)."""
-    known = {f.name: f.type for f in fields(Settings)}
+    """Defaults <- config file <- environment <- ``overrides`` (flags; None values are ignored).
+    Each layer is validated as it is added, so an error names where the bad value came from."""
+    known = list(Settings.model_fields)
     values: dict[str, Any] = {}
 
     path = path or config_path()
@@ -167,21 +196,18 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        for key, raw in data.items():
-            key = key.replace("-", "_")
-            if key not in known:
-                raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
-            values[key] = _coerce(key, raw, known[key], str(path))
-        log.debug("settings from %s: %s", path, sorted(values))
+        layer = {key.replace("-", "_"): raw for key, raw in data.items()}
+        values.update(_validated(layer, str(path)).model_dump(include=set(layer)))
+        log.debug("settings from %s: %s", path, sorted(layer))
 
-    for key, typ in known.items():
+    for key in known:
         env = os.environ.get(ENV_PREFIX + key.upper())
         if env is not None and env != "":
-            values[key] = _coerce(key, env, typ, f"${ENV_PREFIX}{key.upper()}")
+            values[key] = _validated({**values, key: env}, f"${ENV_PREFIX}{key.upper()}").model_dump()[key]
 
     for key, raw in (overrides or {}).items():
         if raw is not None and key in known:
-            values[key] = _coerce(key, raw, known[key], f"--{key.replace('_', '-')}")
+            values[key] = _validated({**values, key: raw}, f"--{key.replace('_', '-')}").model_dump()[key]
     if "model" not in values:  # nobody chose one: the best installed FaceNet
         from .models import default_embedder
 
@@ -189,7 +215,7 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
         _log_once(f"embedder: {values['model']} (the best installed FaceNet; --model or LOOKALIKE_MODEL to choose)")
     if "threshold" not in values:  # nobody chose one: the model's calibrated threshold
         model = values["model"]
-        match_by = values.get("match_by", Settings.match_by)
+        match_by = values.get("match_by", Settings.model_fields["match_by"].default)
         cal = calibrated_threshold(model, match_by)
         if cal is not None:
             values["threshold"] = cal
@@ -199,7 +225,7 @@ def load_settings(overrides: dict[str, Any] | None = None, path: Path | None = N
             if shipped is not None:
                 values["threshold"] = shipped
                 log.debug("threshold %.3f for %s from its model spec", shipped, model)
-    return Settings(**values)
+    return _validated(values, "settings")
 
 
 _logged: set[str] = set()

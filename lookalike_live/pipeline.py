@@ -46,7 +46,7 @@ class FaceAnalyzer:
 
         detector = FaceDetector(
             settings.detector, store=store, min_score=settings.min_face_score,
-            running_mode=running_mode, small_faces=settings.small_faces,  # type: ignore[arg-type]  # validated choices
+            running_mode=running_mode, small_faces=settings.small_faces,
         )
         embedder = create_embedder(settings.model, backend=settings.backend, store=store, flip_tta=settings.flip_tta)
         return cls(detector, embedder, max_faces=settings.max_faces)

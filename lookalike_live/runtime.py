@@ -120,7 +120,7 @@ class Runtime:
 
         s = self.settings
         det = FaceDetector(s.detector, store=self.store, min_score=s.min_face_score, running_mode=running_mode,
-                           small_faces=s.small_faces)  # type: ignore[arg-type]  # validated choices
+                           small_faces=s.small_faces)
         det.prepare()
         return det
 

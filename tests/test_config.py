@@ -26,7 +26,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "facenet-vggface2.onnx").write_bytes(b"x")
     s = load_settings(path=tmp_path / "absent.toml")
-    assert (s.model, s.threshold) == ("facenet-vggface2", Settings.threshold)
+    assert (s.model, s.threshold) == ("facenet-vggface2", Settings().threshold)
     # a threshold measured by `eval identify --save-threshold` beats the shipped one
     from lookalike_live.config import save_calibrated_threshold
 
@@ -71,7 +71,7 @@ def test_match_by_and_flip_tta_settings(tmp_path: Path, monkeypatch: pytest.Monk
         monkeypatch.setenv("LOOKALIKE_FLIP_TTA", raw)
         assert load_settings(path=absent).flip_tta is want
     monkeypatch.setenv("LOOKALIKE_FLIP_TTA", "maybe")
-    with pytest.raises(ConfigError, match="flip_tta must be bool"):
+    with pytest.raises(ConfigError, match="flip_tta must be true or false"):
         load_settings(path=absent)
     monkeypatch.delenv("LOOKALIKE_FLIP_TTA")
     cfg = tmp_path / "config.toml"
@@ -111,3 +111,25 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
     assert load_settings({"model": "mobilefacenet", "match_by": "face"}, path=absent).threshold == 0.33
     calibration_path().write_text("not json")
     assert calibrated_threshold("mobilefacenet") is None  # a broken file is ignored, not fatal
+
+
+def test_settings_are_validated_by_type_and_range_with_the_key_and_its_origin(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    for text, message in (
+        ("model = 3\n", "model must be text, got 3"),
+        ("max_faces = 2.5\n", "max_faces must be a whole number, got 2.5"),
+        ("threshold = 1.5\n", "threshold must be <= 1.0, got 1.5"),
+        ("min_face_score = -0.1\n", "min_face_score must be >= 0.0"),
+        ("top_k = 0\nbackend = 'cuda'\n", "backend must be one of auto, onnx, tensorrt, got 'cuda'; top_k must be >= 1"),
+    ):
+        cfg.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_settings(path=cfg)
+        assert str(err.value).startswith(f"{cfg}: ") and message in str(err.value), str(err.value)
+    with pytest.raises(ConfigError, match="--max-faces: max_faces must be a whole number, got 'many'"):
+        load_settings({"max_faces": "many"}, path=tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        Settings().replace(colour="red")
+    with pytest.raises(ConfigError, match="Settings: match_by must be one of identity, face"):
+        Settings(match_by="crowd")
+    assert "s3cret" not in repr(Settings(token="s3cret")) and Settings(token="s3cret").token == "s3cret"
