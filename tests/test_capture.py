@@ -310,7 +310,6 @@ def test_gray_and_bgra_frames_become_bgr(hamilton_clip: Path) -> None:
 
 
 def test_unreachable_camera_reconnects_with_backoff_and_stops_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "user;value")
     port = _closed_port()
     rec = _Recorder()
     backoff = Backoff(initial=0.2, factor=2.0, maximum=0.8, jitter=0.0)
@@ -329,7 +328,6 @@ def test_unreachable_camera_reconnects_with_backoff_and_stops_fast(monkeypatch: 
     assert rec.statuses[0] == "connecting" and rec.statuses[-1] == "stopped"
     stats = cap.stats()
     assert stats.reconnects >= 2 and "connection refused" in stats.last_error and stats.frames == 0
-    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "user;value"  # restored after each open
 
 
 @contextlib.contextmanager
@@ -491,6 +489,32 @@ def test_rtsp_open_failures_explain_why(rtsp_server) -> None:  # type: ignore[no
     assert "stream exists (DESCRIBE 200) but could not be played over TCP" in messages["tcp-only"]
     assert "rtsp_transport='udp'" in messages["tcp-only"]
     assert "no stream at path '/live-typo' (404" in messages["wrong-path"]
+
+
+def test_rtsp_options_are_per_open_and_never_touch_the_environment(rtsp_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Four cameras open at once, each with its own transport: the UDP ones go live, the TCP ones
+    are refused by this UDP-only server and say so; nobody writes the process environment (the
+    OpenCV backend needed OPENCV_FFMPEG_CAPTURE_OPTIONS, set from capture threads)."""
+    rtsp_server.start()
+    writes: list[str] = []
+    putenv, unsetenv = os.putenv, os.unsetenv
+    monkeypatch.setattr(os, "putenv", lambda key, value: (writes.append(key), putenv(key, value)))
+    monkeypatch.setattr(os, "unsetenv", lambda key: (writes.append(key), unsetenv(key)))
+    transports = ("tcp", "udp", "tcp", "udp")
+    caps = [open_source(rtsp_server.url, rtsp_transport=t, open_timeout=3.0, backoff=FAST_BACKOFF, source_id=f"cam{i}")
+            for i, t in enumerate(transports)]
+    try:
+        for cap, transport in zip(caps, transports, strict=True):
+            if transport == "udp":
+                assert cap.wait_for("live", timeout=15), cap.events
+                assert cap.read(timeout=3) is not None
+            else:
+                assert cap.wait_for("reconnecting", timeout=15), cap.events
+                assert "could not be played over TCP" in cap.last_event.message  # type: ignore[union-attr]
+    finally:
+        for cap in caps:
+            cap.stop()
+    assert writes == []
 
 
 # ------------------------------------------------------------------------------------------
