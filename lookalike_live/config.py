@@ -52,7 +52,7 @@ class Settings(BaseModel):
     # cosine similarity: at or above "looks like" (open set: a match), below "a bit like" (open set: unknown)
     threshold: float = Field(0.35, ge=-1.0, le=1.0)
     max_faces: int = Field(16, ge=1)
-    top_k: int = Field(10, ge=1)
+    top_k: int = Field(10, ge=0)  # 0: no top-K list
     # how a face is matched: "identity" = the nearest identity centroid (mean of its photos), which
     # `eval identify --study` measured best; "face" = the single most similar photo
     match_by: Literal["identity", "face"] = "identity"

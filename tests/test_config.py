@@ -120,7 +120,7 @@ def test_settings_are_validated_by_type_and_range_with_the_key_and_its_origin(tm
         ("max_faces = 2.5\n", "max_faces must be a whole number, got 2.5"),
         ("threshold = 1.5\n", "threshold must be <= 1.0, got 1.5"),
         ("min_face_score = -0.1\n", "min_face_score must be >= 0.0"),
-        ("top_k = 0\nbackend = 'cuda'\n", "backend must be one of auto, onnx, tensorrt, got 'cuda'; top_k must be >= 1"),
+        ("top_k = -1\nbackend = 'cuda'\n", "backend must be one of auto, onnx, tensorrt, got 'cuda'; top_k must be >= 0"),
     ):
         cfg.write_text(text)
         with pytest.raises(ConfigError) as err:
