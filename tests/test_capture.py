@@ -25,6 +25,7 @@ from lookalike_live.capture import (
     Backoff,
     CaptureThread,
     FileSource,
+    FrameSource,
     LatestFrameSlot,
     SourceStatus,
     StatusEvent,
@@ -351,6 +352,55 @@ def test_stop_is_bounded_while_the_backend_blocks() -> None:
         assert cap.join(5), "... which returns within open_timeout, and the thread exits"
     assert cap.status is SourceStatus.STOPPED
     assert cap.read(timeout=0.1) is None
+
+
+class _StuckCamera(FrameSource):
+    """A live source whose reads deliver frames until ``stuck`` is set, then block in the
+    "driver" until ``release`` is set (as OpenCV's V4L2 read does on a webcam that stopped)."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__(parse_source("0"))
+        self.stuck, self.release = threading.Event(), threading.Event()
+        self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+
+    def read(self):  # type: ignore[no-untyped-def]
+        if self.stuck.is_set():
+            self.release.wait(30)
+            return False, None, None
+        time.sleep(0.02)
+        return True, np.zeros((24, 32, 3), np.uint8), None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_read_blocked_in_the_backend_is_reported_stalled_while_it_blocks() -> None:
+    cam = _StuckCamera()
+    rec = _Recorder()
+    cap = CaptureThread(cam, stall_timeout=0.6, backoff=Backoff(initial=0.1, jitter=0.0))
+    cap.subscribe(rec)
+    cap.start()
+    try:
+        assert cap.wait_for("live", timeout=5)
+        cam.stuck.set()
+        t0 = time.monotonic()
+        assert cap.wait_for("stalled", timeout=3), cap.events  # while the read still blocks
+        seen_after = time.monotonic() - t0
+        assert cap.running and not cam.release.is_set()
+        assert "read is blocked in the backend" in cap.last_event.message  # type: ignore[union-attr]
+        cam.stuck.clear()
+        cam.release.set()  # the driver returns: the watchdog reconnects and the camera is live again
+        assert cap.wait_for("live", timeout=5) and cam.opens >= 2
+        assert rec.statuses.count("stalled") == 1  # said once, not again when the read returned
+    finally:
+        cam.release.set()
+        cap.stop()
+    assert 0.4 < seen_after < 1.5
 
 
 def test_live_sources_refuse_lossless_and_bad_settings() -> None:

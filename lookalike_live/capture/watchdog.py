@@ -11,6 +11,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 
@@ -58,6 +59,43 @@ def make_source(
 # --------------------------------------------------------------------------------------------
 
 StatusCallback = Callable[[StatusEvent], None]
+
+
+class _ReadSentinel:
+    """One daemon thread for the process that reports, from outside, a live source whose backend
+    read has not returned for its ``stall_timeout``: the capture thread cannot, it is inside the
+    read. (OpenCV's V4L2 webcam read waits up to 10 s per attempt in the driver's select; its
+    own OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT setting shortens that.) The thread ends when no
+    capture is watched."""
+
+    interval = 0.2
+
+    def __init__(self) -> None:
+        self._watched: weakref.WeakSet[CaptureThread] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, capture: CaptureThread) -> None:
+        with self._lock:
+            self._watched.add(capture)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="capture-read-sentinel", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self._lock:
+                watched = [c for c in self._watched if c.running]
+                if not watched:
+                    self._watched = weakref.WeakSet()
+                    self._thread = None
+                    return
+            for capture in watched:
+                capture._report_blocked_read()
+
+
+_sentinel = _ReadSentinel()
 
 
 class CaptureThread:
@@ -141,6 +179,7 @@ class CaptureThread:
         self._next_index = 0
         self._last_ts = -math.inf
         self._last_read_ms: float | None = None
+        self._reading_since: float | None = None  # when the read in progress began (None: none)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -153,6 +192,8 @@ class CaptureThread:
             self._t0 = time.monotonic()
             self.started_at = time.time()
         self._thread.start()
+        if self.source.live:
+            _sentinel.watch(self)
         return self
 
     def pause(self, paused: bool = True) -> None:
@@ -356,9 +397,16 @@ class CaptureThread:
 
     def _read_one(self) -> tuple[str, np.ndarray | None, float | None]:
         """One backend read: ("frame", image, ts), ("corrupt", None, None) or ("failed", None, None).
-        Its duration is kept for the frame (``Frame.decode_ms``)."""
+        Its duration is kept for the frame (``Frame.decode_ms``); while it lasts, the read
+        sentinel can see it (:meth:`_report_blocked_read`)."""
         t0 = time.monotonic()
-        ok, raw, ts = self.source.read()
+        with self._lock:
+            self._reading_since = t0
+        try:
+            ok, raw, ts = self.source.read()
+        finally:
+            with self._lock:
+                self._reading_since = None
         self._last_read_ms = (time.monotonic() - t0) * 1e3
         if not ok:
             return "failed", None, None
@@ -370,6 +418,20 @@ class CaptureThread:
             log.debug("%s: corrupt frame skipped (%s)", self.source_id, why)
             return "corrupt", None, None
         return "frame", image, ts
+
+    def _report_blocked_read(self) -> None:
+        """Called by the read sentinel: a read in progress for ``stall_timeout`` makes the source
+        stalled now, not when (if ever) the backend returns."""
+        with self._lock:
+            since = self._reading_since
+            if since is None or self._status not in (SourceStatus.CONNECTING, SourceStatus.LIVE):
+                return
+            blocked = time.monotonic() - since
+            if blocked < self.stall_timeout:
+                return
+        self._set_status(SourceStatus.STALLED, (
+            f"no frame for {blocked:.1f} s: the read is blocked in the backend (stall_timeout "
+            f"{self.stall_timeout:g} s); it reconnects when the read returns"))
 
     def _run_file(self) -> None:
         try:
@@ -466,7 +528,8 @@ class CaptureThread:
             if now - last_frame >= self.stall_timeout:
                 since = "since it opened" if live_since is None else "since the last one"
                 msg = f"no frame for {now - last_frame:.1f} s {since} (stall_timeout {self.stall_timeout:g} s)"
-                self._set_status(SourceStatus.STALLED, msg)
+                if self.status is not SourceStatus.STALLED:  # the read sentinel may have said so already
+                    self._set_status(SourceStatus.STALLED, msg)
                 return msg, attempt
         return "stopped", attempt
 
