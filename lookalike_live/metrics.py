@@ -1,5 +1,5 @@
-"""Live metrics: per-stage latency, fps, drops, reconnects; exportable as a dict or as
-Prometheus text exposition (version 0.0.4).
+"""Live metrics: per-stage latency, fps, drops, reconnects; exportable as a dict or, through
+prometheus_client (:class:`MetricsCollector`), in Prometheus's exposition formats.
 
 Stages (milliseconds): ``decode`` (one backend read on the capture thread), ``detect``, ``align``,
 ``embed`` (only the faces that were queried, one batch), ``search`` (submit -> answer, measured on
@@ -13,10 +13,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["StageStats", "Metrics", "prometheus_text", "STAGES"]
+__all__ = ["STAGES", "Metrics", "MetricsCollector", "StageStats", "metrics_registry", "prometheus_text"]
 
 STAGES = ("decode", "detect", "align", "embed", "search", "latency", "frame")
 COUNTERS = ("frames", "faces", "embeddings", "queries", "answers", "search_failures", "search_dropped",
@@ -147,36 +147,57 @@ class Metrics:
         return prometheus_text({self.source_id or "default": self}, prefix)
 
 
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class MetricsCollector:
+    """A prometheus_client collector over several engines' :class:`Metrics`, labelled
+    ``camera="NAME"`` and read at scrape time. ``sources`` returns {camera name: Metrics}."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, Metrics]], prefix: str = "lookalike") -> None:
+        self.sources = sources
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        p = self.prefix
+        dicts = [(name, m.as_dict()) for name, m in self.sources().items()]
+        fps = GaugeMetricFamily(f"{p}_fps", "Frames processed per second (last 2 s).", labels=["camera"])
+        up = GaugeMetricFamily(f"{p}_search_available", "1 when the gallery answered the last search.",
+                               labels=["camera"])
+        for name, d in dicts:
+            fps.add_metric([name], d["fps"])
+            up.add_metric([name], 1.0 if d["search_available"] else 0.0)
+        yield fps
+        yield up
+        for c in COUNTERS:
+            family = CounterMetricFamily(f"{p}_{c}", f"Total {c.replace('_', ' ')}.", labels=["camera"])
+            for name, d in dicts:
+                family.add_metric([name], d["counters"].get(c, 0))
+            yield family
+        quantiles = GaugeMetricFamily(f"{p}_stage_seconds", "Stage latency quantiles over the recent window (seconds).",
+                                      labels=["camera", "stage", "quantile"])
+        samples = CounterMetricFamily(f"{p}_stage_samples", "Samples per stage.", labels=["camera", "stage"])
+        for name, d in dicts:
+            for stage, st in d["stages"].items():
+                for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms")):
+                    quantiles.add_metric([name, stage, q], st[key] / 1000.0)
+                samples.add_metric([name, stage], st["count"])
+        yield quantiles
+        yield samples
+
+
+def metrics_registry(sources: Callable[[], Mapping[str, Metrics]], prefix: str = "lookalike") -> Any:
+    """A prometheus_client CollectorRegistry of its own (not the process-wide default) serving
+    ``sources``' metrics."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetricsCollector(sources, prefix))
+    return registry
 
 
 def prometheus_text(by_source: Mapping[str, Metrics] | Iterable[tuple[str, Metrics]], prefix: str = "lookalike") -> str:
-    """Prometheus text exposition of several engines' metrics, labelled ``camera="NAME"``."""
-    items = list(by_source.items()) if isinstance(by_source, Mapping) else list(by_source)
-    dicts = [(name, m.as_dict()) for name, m in items]
-    lines: list[str] = []
+    """Prometheus text exposition (0.0.4) of several engines' metrics, labelled ``camera="NAME"``."""
+    from prometheus_client import generate_latest
 
-    def family(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        lines.append(f"# HELP {prefix}_{name} {help_text}")
-        lines.append(f"# TYPE {prefix}_{name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            lines.append(f"{prefix}_{name}{{{lab}}} {float(value):.6g}")
-
-    family("fps", "gauge", "Frames processed per second (last 2 s).",
-           [({"camera": n}, d["fps"]) for n, d in dicts])
-    family("search_available", "gauge", "1 when the gallery answered the last search.",
-           [({"camera": n}, 1.0 if d["search_available"] else 0.0) for n, d in dicts])
-    for c in COUNTERS:
-        family(f"{c}_total", "counter", f"Total {c.replace('_', ' ')}.",
-               [({"camera": n}, d["counters"].get(c, 0)) for n, d in dicts])
-    samples: list[tuple[dict[str, str], float]] = []
-    for n, d in dicts:
-        for stage, st in d["stages"].items():
-            for q, key in (("0.5", "p50_ms"), ("0.95", "p95_ms")):
-                samples.append(({"camera": n, "stage": stage, "quantile": q}, st[key] / 1000.0))
-    family("stage_seconds", "gauge", "Stage latency quantiles over the recent window (seconds).", samples)
-    family("stage_samples_total", "counter", "Samples per stage.",
-           [({"camera": n, "stage": s}, st["count"]) for n, d in dicts for s, st in d["stages"].items()])
-    return "\n".join(lines) + "\n"
+    items = dict(by_source.items() if isinstance(by_source, Mapping) else by_source)
+    return generate_latest(metrics_registry(lambda: items, prefix)).decode("utf-8")

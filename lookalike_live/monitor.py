@@ -20,7 +20,7 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 from .config import Settings
 from .errors import ConfigError
 from .events import EventWriter, search_record, status_record, track_event_record
-from .metrics import prometheus_text
+from .metrics import metrics_registry, prometheus_text
 from .tracking import TrackEvent
 from .types import FrameResult, Track
 
@@ -183,24 +183,6 @@ def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, 
 
 
 # --------------------------------------------------------------------------- the monitor
-class _MetricsHandler(BaseHTTPRequestHandler):
-    render: Callable[[], str] = staticmethod(lambda: "")
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's API
-        if self.path.split("?")[0] not in ("/metrics", "/"):
-            self.send_error(404, "only /metrics here")
-            return
-        body = type(self).render().encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's API
-        log.debug("metrics http: " + format, *args)
-
-
 @dataclass
 class _Camera:
     config: CameraConfig
@@ -338,10 +320,15 @@ class Monitor:
                         f" ({h['error']})" if "error" in h else "")
 
     def prometheus(self) -> str:
-        return prometheus_text({name: c.engine.metrics for name, c in self.cameras.items()})
+        return prometheus_text(self._camera_metrics())
+
+    def _camera_metrics(self) -> dict[str, Any]:
+        return {name: c.engine.metrics for name, c in self.cameras.items()}
 
     def _start_http(self) -> None:
-        handler = type("MetricsHandler", (_MetricsHandler,), {"render": staticmethod(self.prometheus)})
+        from prometheus_client.exposition import MetricsHandler
+
+        handler = MetricsHandler.factory(metrics_registry(self._camera_metrics))
         try:
             self._http = ThreadingHTTPServer((self.config.metrics_host, int(self.config.metrics_port or 0)), handler)
         except OSError as exc:

@@ -108,7 +108,7 @@ def test_engine_on_the_clip_every_frame_stable_ids_fast_decisions(live_gallery: 
         assert metrics["stages"][stage]["count"] > 0, stage
     assert metrics["counters"]["frames"] == CLIP_FRAMES
     assert 'lookalike_fps{camera="short_hamilton_clip.mp4"}' in prom
-    assert 'stage="embed",quantile="0.5"' in prom
+    assert 'quantile="0.5",stage="embed"' in prom
 
 
 def test_threshold_decides_matches_with_thumbnails(live_gallery: LiveGallery) -> None:  # noqa: F811
