@@ -136,8 +136,13 @@ def pca_2d(vectors: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     """A pyplot-free figure with an Agg canvas attached."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(f"plots need matplotlib ({exc}): pip install 'lookalike-live[plots]'") from exc
 
     fig = Figure(figsize=figsize, dpi=DPI)
     FigureCanvasAgg(fig)

@@ -1,7 +1,7 @@
 """The core install serves index, match, run --headless and monitor without the `app` extra (PyQt6):
 each command runs in a subprocess where importing PyQt6 fails, as it would where it is not
-installed; `app` says which extra to install. (matplotlib stays in the core: MediaPipe's vision
-package imports it.)"""
+installed; `app` says which extra to install. (matplotlib is the `plots` extra, but MediaPipe's
+vision package imports it, so a core install has it too and it is not blocked here.)"""
 
 from __future__ import annotations
 
