@@ -379,6 +379,7 @@ class _StuckCamera(FrameSource):
         pass
 
 
+@pytest.mark.race
 def test_a_read_blocked_in_the_backend_is_reported_stalled_while_it_blocks() -> None:
     cam = _StuckCamera()
     rec = _Recorder()

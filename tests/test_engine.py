@@ -253,6 +253,7 @@ def _clip() -> Path:
     return shared_path("testdata", "video", "short_hamilton_clip.mp4")
 
 
+@pytest.mark.race
 def test_close_never_releases_the_models_under_a_running_inference_thread(live_gallery: LiveGallery) -> None:  # noqa: F811
     """close() while the inference thread is inside a slow model call: the embedder must not be
     freed under it (it would silently load itself again); it is released once the thread ends."""

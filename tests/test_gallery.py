@@ -507,6 +507,7 @@ def test_search_while_server_is_down_then_recovers(milvus_server) -> None:  # ty
         assert g.search(vecs[4])[0][0].face_id == ids[4]  # the sync client recovers too
 
 
+@pytest.mark.race
 def test_a_gallery_opened_while_the_last_one_closes_keeps_a_working_server(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Milvus Lite race: the last Gallery of a file stops its in-process server at close; a Gallery
     that connects meanwhile (the app reloading its engine does this) must not be left with a
@@ -539,6 +540,7 @@ def test_a_gallery_opened_while_the_last_one_closes_keeps_a_working_server(tmp_p
         second.close()
 
 
+@pytest.mark.race
 def test_submit_racing_close_never_raises(gallery: Gallery) -> None:
     """A submit that passed the closed-check just before close() stopped the event loop: it must
     hand back a finished future, not raise RuntimeError into the engine's loop."""
@@ -578,6 +580,7 @@ def test_submit_racing_close_never_raises(gallery: Gallery) -> None:
     assert isinstance(fut, concurrent.futures.Future) and fut.done()
 
 
+@pytest.mark.race
 def test_searcher_close_waits_for_the_local_index_load(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     uri = str(tmp_path / "warm.db")
     with Gallery(uri, collection="faces", timeout=10) as g:

@@ -56,6 +56,7 @@ def test_camera_and_config_parsing(tmp_path: Path) -> None:
         load_monitor_config(tmp_path / "bad.toml")
 
 
+@pytest.mark.race
 def test_event_writer_lines_stay_whole_under_concurrency(tmp_path: Path) -> None:
     path = tmp_path / "ev.jsonl"
     w = EventWriter(path)
