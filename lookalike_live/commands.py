@@ -35,8 +35,8 @@ def _summary_text(title: str) -> Callable[[dict[str, Any]], str]:
 
 # --------------------------------------------------------------------------- embed
 def cmd_embed(args: argparse.Namespace) -> int:
+    from .analyzer import FaceAnalyzer
     from .jobs import embed_files
-    from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
     with FaceAnalyzer.from_settings(settings) as analyzer:
@@ -121,10 +121,10 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- match (photo mode)
 def cmd_match(args: argparse.Namespace) -> int:
+    from .analyzer import FaceAnalyzer
     from .card import CardFace, check_card_path, make_card, save_card
     from .events import match_record
     from .imageio import iter_image_files, read_image
-    from .pipeline import FaceAnalyzer
 
     settings = _settings(args)
     photos = list(iter_image_files(args.paths))
@@ -305,8 +305,8 @@ def _eval_set_opts(p: argparse.ArgumentParser, gallery_per_id: int) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .analyzer import FaceAnalyzer
     from .evaluation import evaluate_dataset
-    from .pipeline import FaceAnalyzer
 
     settings, dataset, distractors, build_detector = _eval_inputs(args)
     # the eval embeds each face and its mirror image itself: flip TTA is a scoring choice here
@@ -357,8 +357,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_crops(args: argparse.Namespace) -> int:
+    from .analyzer import FaceAnalyzer
     from .crop_study import crop_study
-    from .pipeline import FaceAnalyzer
 
     settings, dataset, distractors, build_detector = _eval_inputs(args)
     with FaceAnalyzer.from_settings(settings.replace(flip_tta=False)) as analyzer, build_detector:
@@ -448,8 +448,8 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
 
 
 def cmd_eval_verify(args: argparse.Namespace) -> int:
+    from .analyzer import FaceAnalyzer
     from .evaluation import parse_lfw_pairs, verify_pairs
-    from .pipeline import FaceAnalyzer
 
     if not args.pairs.is_file():
         raise ConfigError(f"pairs file not found: {args.pairs}")

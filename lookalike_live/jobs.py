@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .analyzer import FaceAnalyzer
 from .errors import LookalikeError
 from .imageio import iter_image_files, read_image
 from .parallel import prefetch_map
-from .pipeline import FaceAnalyzer
 
 log = logging.getLogger(__name__)
 

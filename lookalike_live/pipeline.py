@@ -1,125 +1,32 @@
-"""Wiring of the stages. :class:`FaceAnalyzer` runs detect -> align -> embed on one image
-(one embedding batch per image); the live :class:`Engine` builds on it."""
+"""The live engine: capture -> detect -> track -> align/embed (only the faces that need it) ->
+async search -> tracks -> FrameResult to subscribers and to the latest-result slot. No Qt."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
+import statistics
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .analyzer import FaceAnalyzer
+from .capture.slot import LatestSlot
 from .closing import close_all
 from .config import Settings
-from .types import Embeddings, FaceCrops, FaceDetections
+from .errors import ConfigError, GalleryUnavailableError, LookalikeError, OutputError
+from .metrics import Metrics
+from .tracking import Tracker, TrackerConfig, TrackEvent
+from .types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class FaceAnalysis:
-    """Every face of one image: detections, their aligned crops and embeddings (rows of
-    ``crops``/``embeddings`` point into ``detections`` through ``det_index``)."""
-
-    detections: FaceDetections
-    crops: FaceCrops
-    embeddings: Embeddings
-    timings: dict[str, float] = field(default_factory=dict)  # ms per stage
-
-
-class FaceAnalyzer:
-    """detect -> align -> embed for one BGR uint8 image at a time.
-
-    Construction is cheap; models load on first use (or :meth:`prepare`).
-    """
-
-    def __init__(self, detector, embedder, max_faces: int | None = None) -> None:
-        self.detector = detector
-        self.embedder = embedder
-        self.max_faces = max_faces
-
-    @classmethod
-    def from_settings(cls, settings: Settings, store: Path | None = None, running_mode: Literal["image", "video"] = "image") -> FaceAnalyzer:
-        from .detect import FaceDetector
-        from .embed import create_embedder
-
-        detector = FaceDetector(
-            settings.detector, store=store, min_score=settings.min_face_score,
-            running_mode=running_mode, small_faces=settings.small_faces,
-        )
-        embedder = create_embedder(settings.model, backend=settings.backend, store=store, flip_tta=settings.flip_tta)
-        return cls(detector, embedder, max_faces=settings.max_faces)
-
-    @property
-    def spec(self):
-        return self.embedder.spec
-
-    def prepare(self) -> FaceAnalyzer:
-        self.detector.prepare()
-        self.embedder.prepare()
-        return self
-
-    def detect(self, image: np.ndarray, ts_ms: float | None = None) -> FaceDetections:
-        dets = self.detector.detect(image, ts_ms)
-        if self.max_faces and len(dets) > self.max_faces:
-            keep = np.argsort(-dets.area, kind="stable")[: self.max_faces]
-            dets = dets[np.sort(keep)]
-        return dets
-
-    def embed_faces(self, image: np.ndarray, dets: FaceDetections, timings: dict[str, float] | None = None, *,
-                    quality: np.ndarray | None = None, lock: Any = None) -> tuple[FaceCrops, Embeddings]:
-        """Align ``dets`` the way the embedder was trained and embed them in one batch: the one
-        align -> embed path (photos, index builds, the live engine). ``quality``: precomputed per
-        face; ``lock``: held around the model call (engines sharing one embedder)."""
-        from .align import align_faces
-
-        t0 = time.perf_counter()
-        crops = align_faces(image, dets, self.embedder.spec, quality=quality)
-        t1 = time.perf_counter()
-        with lock if lock is not None else contextlib.nullcontext():
-            emb = self.embedder.embed(crops)
-        t2 = time.perf_counter()
-        if timings is not None:
-            timings["align"] = (t1 - t0) * 1e3
-            timings["embed"] = (t2 - t1) * 1e3
-        return crops, emb
-
-    def analyze(self, image: np.ndarray, ts_ms: float | None = None) -> FaceAnalysis:
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        dets = self.detect(image, ts_ms)
-        timings["detect"] = (time.perf_counter() - t0) * 1e3
-        crops, emb = self.embed_faces(image, dets, timings)
-        return FaceAnalysis(dets, crops, emb, timings)
-
-    def close(self) -> None:
-        close_all((self.detector, self.embedder))
-
-    def __enter__(self) -> FaceAnalyzer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# =============================================================================================
-# The live engine: capture -> detect -> track -> align/embed (only faces that need it) ->
-# async search -> tracks -> FrameResult to subscribers and to the latest-result slot. No Qt.
-# =============================================================================================
-
-import concurrent.futures  # noqa: E402 - the engine's imports, kept next to it
-import contextlib  # noqa: E402
-import statistics  # noqa: E402
-import threading  # noqa: E402
-from collections import deque  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
-from typing import Any, Literal  # noqa: E402
-
-from .errors import ConfigError, GalleryUnavailableError, LookalikeError, OutputError  # noqa: E402
-from .metrics import Metrics  # noqa: E402
-from .tracking import Tracker, TrackerConfig, TrackEvent  # noqa: E402
-from .types import Frame, FrameResult  # noqa: E402
 
 ResultCallback = Callable[[FrameResult], None]
 EventCallback = Callable[[TrackEvent, FrameResult], None]
@@ -202,8 +109,7 @@ class Engine:
         self._embed_lock = embed_lock or contextlib.nullcontext()
         self._owned = list(owned)
         self._lock = threading.Lock()
-        self._result_cond = threading.Condition()
-        self._latest: FrameResult | None = None
+        self._results: LatestSlot[FrameResult] = LatestSlot()
         self._result_subs: list[ResultCallback] = []
         self._event_subs: list[EventCallback] = []
         self._search_subs: list[SearchStatusCallback] = []
@@ -317,19 +223,11 @@ class Engine:
     # -- latest-result slot ------------------------------------------------------------------------
     def latest(self) -> FrameResult | None:
         """The newest FrameResult (None before the first frame); never blocks."""
-        with self._result_cond:
-            return self._latest
+        return self._results.latest()
 
     def wait_result(self, after_index: int = -1, timeout: float | None = None) -> FrameResult | None:
         """Wait until a result for a frame index > ``after_index`` exists; None on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._result_cond:
-            while self._latest is None or self._latest.frame.index <= after_index:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._result_cond.wait(remaining)
-            return self._latest
+        return self._results.wait_latest(lambda r: r.frame.index > after_index, timeout)
 
     @property
     def capture(self) -> Any:
@@ -469,9 +367,7 @@ class Engine:
         self.metrics.record("latency", result.timings.get("latency", 0.0))
         self.metrics.incr("events", len(events))
         self.metrics.frame_done(now)
-        with self._result_cond:
-            self._latest = result
-            self._result_cond.notify_all()
+        self._results.put(result)
         self._last_result = result
         self._call(self._result_subs, result)
         for ev in events:

@@ -26,7 +26,8 @@ from .config import Settings
 from .errors import ConfigError, DimensionMismatchError, GalleryError, GalleryUnavailableError
 
 if TYPE_CHECKING:
-    from .pipeline import Engine, EngineConfig, FaceAnalyzer
+    from .analyzer import FaceAnalyzer
+    from .pipeline import Engine, EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Runtime:
     def analyzer(self, running_mode: Literal["image", "video"] = "image") -> FaceAnalyzer:
         """detect -> align -> embed with a new detector and the shared embedder; close() the
         analyzer's detector only (``analyzer.detector.close()``), never the embedder."""
-        from .pipeline import FaceAnalyzer
+        from .analyzer import FaceAnalyzer
 
         return FaceAnalyzer(self.detector(running_mode), self.embedder, max_faces=self.settings.max_faces)
 

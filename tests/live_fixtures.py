@@ -41,10 +41,10 @@ def build_gallery(uri: str, store: Path, celeba_dir: Path, limit: int = GALLERY_
     import numpy as np
 
     from lookalike_live.align import largest_face
+    from lookalike_live.analyzer import FaceAnalyzer
     from lookalike_live.datasets import open_dataset
     from lookalike_live.gallery import Gallery, encode_thumbnail, face_id
     from lookalike_live.imageio import read_image
-    from lookalike_live.pipeline import FaceAnalyzer
 
     ds = open_dataset(celeba_dir, "celeba")
     items = ds.items[:limit]

@@ -51,12 +51,12 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
                 milvus_server: bool = True, plots_dir: Path | None = None) -> dict[str, Any]:
     """One section's figures (raises on failure)."""
     if name == "accuracy":
+        from ..analyzer import FaceAnalyzer
         from ..config import load_settings
         from ..datasets import open_dataset
         from ..evaluation import evaluate_dataset
         from ..indexing import gallery_detector
         from ..models import get_spec
-        from ..pipeline import FaceAnalyzer
 
         dataset = open_dataset(shared / "testdata" / "celeba", "celeba")
         by_model: dict[str, Any] = {}

@@ -1,39 +1,46 @@
-"""The latest-value slot between a capture thread and its reader: one frame, a newer one
-replaces an unread one (counted as dropped); lossless mode makes the writer wait instead."""
+"""The latest-value slot: one value, a newer one replaces an unread one (counted as dropped);
+lossless mode makes the writer wait instead. Between a capture thread and its reader
+(:data:`LatestFrameSlot`) and between the engine and whoever shows its results."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from ..types import Frame
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
-class LatestFrameSlot:
-    """A one-frame mailbox between a capture thread and its reader(s).
+class LatestSlot(Generic[T]):
+    """A one-value mailbox between a writer thread and its reader(s).
 
-    ``put`` replaces an unread frame (counted in ``dropped``) and never blocks, unless asked to
-    wait (lossless offline runs). ``get`` returns each frame at most once: the newest one not yet
-    returned, waiting up to ``timeout`` seconds; ``poll`` does not wait. After ``close()`` a
-    pending frame can still be read, then readers get None at once.
-    Invariant: ``put_count == delivered + dropped + (1 if a frame is pending else 0)``.
+    ``put`` replaces an unread value (counted in ``dropped``) and never blocks, unless asked to
+    wait (lossless offline runs). ``get`` returns each value at most once: the newest one not yet
+    returned, waiting up to ``timeout`` seconds; ``poll`` does not wait. ``latest`` and
+    ``wait_latest`` look at the newest value put, read or not (a display that redraws it). After
+    ``close()`` a pending value can still be read, then readers get None at once.
+    Invariant: ``put_count == delivered + dropped + (1 if a value is pending else 0)``.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._frame: T | None = None  # the unread value
+        self._last: T | None = None  # the newest value put
         self._closed = False
         self.put_count = 0
         self.dropped = 0
         self.delivered = 0
 
-    def put(self, frame: Frame, *, wait: bool = False, cancel: threading.Event | None = None) -> bool:
-        """Store ``frame``; return True when an unread frame was dropped to make room.
+    def put(self, frame: T, *, wait: bool = False, cancel: threading.Event | None = None) -> bool:
+        """Store a value; return True when an unread one was dropped to make room.
 
-        With ``wait=True`` the call waits until the previous frame was read (or the slot is
+        With ``wait=True`` the call waits until the previous value was read (or the slot is
         closed, or ``cancel`` is set) instead of dropping it.
         """
         with self._cond:
@@ -43,13 +50,13 @@ class LatestFrameSlot:
             dropped = self._frame is not None
             if dropped:
                 self.dropped += 1
-            self._frame = frame
+            self._frame = self._last = frame
             self.put_count += 1
             self._cond.notify_all()
             return dropped
 
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The newest unread frame, waiting up to ``timeout`` s (None: forever) for one.
+    def get(self, timeout: float | None = None) -> T | None:
+        """The newest unread value, waiting up to ``timeout`` s (None: forever) for one.
 
         Returns None on timeout, or at once when the slot is closed and empty.
         """
@@ -64,12 +71,29 @@ class LatestFrameSlot:
                 self._cond.wait(remaining)
             return self._take()
 
-    def poll(self) -> Frame | None:
-        """The newest unread frame or None, without waiting."""
+    def poll(self) -> T | None:
+        """The newest unread value or None, without waiting."""
         with self._cond:
             return self._take()
 
-    def _take(self) -> Frame | None:
+    def latest(self) -> T | None:
+        """The newest value put, read or not (None before the first); never waits."""
+        with self._cond:
+            return self._last
+
+    def wait_latest(self, ready: Callable[[T], bool], timeout: float | None = None) -> T | None:
+        """Wait until the newest value put satisfies ``ready`` and return it (not consuming
+        it); None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._last is None or not ready(self._last):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return self._last
+
+    def _take(self) -> T | None:
         frame, self._frame = self._frame, None
         if frame is not None:
             self.delivered += 1
@@ -89,3 +113,7 @@ class LatestFrameSlot:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+#: the slot between a capture thread and its reader
+LatestFrameSlot = LatestSlot[Frame]

@@ -109,7 +109,7 @@ class PhotoMatcher:
         """A FrameResult for ``image`` (BGR uint8): one Track per face, ``best`` and ``top_k`` set when the
         gallery answered; state DECIDED / UNKNOWN (below the threshold) / SEARCH_UNAVAILABLE / TENTATIVE
         (no search). Raises GalleryError when the search fails."""
-        from ..pipeline import FaceAnalyzer
+        from ..analyzer import FaceAnalyzer
 
         engine = self.loaded.engine
         analyzer = FaceAnalyzer(self.detector, engine.analyzer.embedder, max_faces=self.loaded.settings.max_faces)
