@@ -18,11 +18,14 @@ null until the gallery answers) and the open-set ``decision`` (``match`` at or a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,9 @@ from .errors import OutputError
 from .tracking import TrackEvent
 from .types import Match, Track
 
-__all__ = ["EventWriter", "track_event_record", "status_record", "search_record", "match_record"]
+log = logging.getLogger(__name__)
+
+__all__ = ["EventWriter", "OutputQueue", "track_event_record", "status_record", "search_record", "match_record"]
 
 
 def match_record(m: Match | None) -> dict[str, Any] | None:
@@ -151,3 +156,70 @@ class EventWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class OutputQueue:
+    """Runs output jobs (an event line, a snapshot) on one writer thread, off the inference
+    threads that produce them. The queue is bounded (``maxsize``): when it is full the oldest job
+    is dropped and counted (``dropped``), never the producer blocked. The first job that fails
+    stops the queue; :meth:`submit` then raises its error (an OutputError, or the error wrapped
+    in one) to the producer, whose engine stops with it."""
+
+    def __init__(self, maxsize: int = 1024, name: str = "output-writer") -> None:
+        self.maxsize = int(maxsize)
+        self.dropped = 0
+        self.done = 0
+        self.failure: OutputError | None = None
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job``; raises the queue's failure instead once a job failed."""
+        with self._cond:
+            if self.failure is not None:
+                raise self.failure
+            if self._closed:
+                return
+            self._jobs.append(job)
+            if len(self._jobs) > self.maxsize:
+                self._jobs.popleft()
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning("outputs fall behind (more than %d queued): the oldest are dropped and counted",
+                                self.maxsize)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+            try:
+                job()
+            except Exception as exc:  # noqa: BLE001 - kept, raised to the producers
+                err = exc if isinstance(exc, OutputError) else OutputError(f"{type(exc).__name__}: {exc}")
+                if err is not exc:
+                    err.__cause__ = exc
+                with self._cond:
+                    self.failure = err
+                    self._jobs.clear()
+                    self._closed = True
+                return
+            with self._cond:
+                self.done += 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Run what is queued (bounded by ``timeout``), then stop the thread (idempotent)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("outputs still being written after %.0f s: %d left", timeout, len(self._jobs))

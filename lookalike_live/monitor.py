@@ -12,6 +12,7 @@ Events: :mod:`lookalike_live.events` (the same records as ``run --events``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .config import Settings
-from .errors import ConfigError
-from .events import EventWriter, search_record, status_record, track_event_record
+from .errors import ConfigError, OutputError
+from .events import EventWriter, OutputQueue, search_record, status_record, track_event_record
 from .metrics import metrics_registry, prometheus_text
 from .tracking import TrackEvent
 from .types import FrameResult, Track
@@ -206,6 +207,7 @@ class Monitor:
         self.capture_options = dict(capture_options or {})
         self.cameras: dict[str, _Camera] = {}
         self.writer: EventWriter | None = None
+        self.outputs: OutputQueue | None = None  # the writer thread of events and snapshots
         self._runtime: Any = None
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -238,6 +240,7 @@ class Monitor:
         s = self.settings
         try:
             self.writer = EventWriter(self.config.events)
+            self.outputs = OutputQueue(name="monitor-outputs")
             self._runtime = Runtime(s, store=self.store)  # one embedder, gallery and matcher for all
             cfg = self.engine_config or EngineConfig.from_settings(s)
             for cam in self.config.cameras:
@@ -263,33 +266,45 @@ class Monitor:
 
     # -- callbacks (engine threads) ----------------------------------------------------------------
     def _write(self, rec: dict[str, Any]) -> None:
-        if self.writer is not None:
-            self.writer.write(rec)
+        """Queue one event line for the writer thread (raises once a write failed)."""
+        writer, outputs = self.writer, self.outputs
+        if writer is not None and outputs is not None:
+            outputs.submit(lambda: writer.write(rec))
 
     def _on_event(self, camera: str) -> Callable[[TrackEvent, FrameResult], None]:
         def cb(event: TrackEvent, result: FrameResult) -> None:
             rec = track_event_record(camera, event)
-            if self.config.snapshots is not None and event.kind in ("identity_decided", "identity_changed") \
-                    and event.track.track_id in {t.track_id for t in result.tracks if t.state.value != "lost"}:
-                try:
-                    path = save_snapshot(self.config.snapshots, camera, result, event.track, self.config.snapshot_margin)
-                    rec["snapshot"] = str(path)
-                    self.snapshots += 1
-                except (OSError, ConfigError) as exc:
-                    log.warning("%s: snapshot not saved: %s", camera, exc)
-            self._write(rec)
+            shoot = self.config.snapshots is not None and event.kind in ("identity_decided", "identity_changed") \
+                and event.track.track_id in {t.track_id for t in result.tracks if t.state.value != "lost"}
+            writer, outputs = self.writer, self.outputs
+            if writer is None or outputs is None:
+                return
+
+            def job() -> None:  # on the writer thread: the snapshot (JPEG, overlay), then the line
+                if shoot and self.config.snapshots is not None:
+                    try:
+                        path = save_snapshot(self.config.snapshots, camera, result, event.track, self.config.snapshot_margin)
+                        rec["snapshot"] = str(path)
+                        self.snapshots += 1
+                    except (OSError, ConfigError) as exc:
+                        log.warning("%s: snapshot not saved: %s", camera, exc)
+                writer.write(rec)
+
+            outputs.submit(job)
 
         return cb
 
     def _on_status(self, camera: str) -> Callable[[Any], None]:
         def cb(ev: Any) -> None:
-            self._write(status_record(camera, ev))
+            with contextlib.suppress(OutputError):  # a failed events file: health says so (once)
+                self._write(status_record(camera, ev))
 
         return cb
 
     def _on_search(self, camera: str) -> Callable[[bool, str], None]:
         def cb(available: bool, message: str) -> None:
-            self._write(search_record(camera, available, message))
+            with contextlib.suppress(OutputError):
+                self._write(search_record(camera, available, message))
 
         return cb
 
@@ -302,6 +317,8 @@ class Monitor:
             status, error = d["status"], None
             if c.engine.failure is not None:  # its engine stopped with an error: say so, with why
                 status, error = "failed", str(c.engine.failure) or type(c.engine.failure).__name__
+            elif self.outputs is not None and self.outputs.failure is not None:  # the events file failed
+                status, error = "failed", str(self.outputs.failure)
             out[name] = {"status": status, "fps": d["fps"], "frames": d["counters"]["frames"],
                          "drops": d["counters"]["capture_drops"], "reconnects": d["counters"]["reconnects"],
                          "search_available": d["search_available"],
@@ -362,6 +379,8 @@ class Monitor:
             self._http.server_close()
         if self._runtime is not None:
             self._runtime.close()  # the matcher, the gallery, the embedder
+        if self.outputs is not None:
+            self.outputs.close(timeout)  # what the cameras produced before they stopped is written
         if self.writer is not None:
             self.writer.close()
         return summaries

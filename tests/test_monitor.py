@@ -76,6 +76,34 @@ def test_event_writer_lines_stay_whole_under_concurrency(tmp_path: Path) -> None
     assert len(recs) == 800 == w.count and {r["k"] for r in recs} == {0, 1, 2, 3}
 
 
+@pytest.mark.race
+def test_output_queue_writes_off_the_producer_thread_bounded_and_reports_its_failure() -> None:
+    from lookalike_live.errors import OutputError
+    from lookalike_live.events import OutputQueue
+
+    q = OutputQueue(maxsize=3, name="writer-under-test")
+    ran: list[tuple[int, str]] = []
+    gate, writing = threading.Event(), threading.Event()
+    q.submit(lambda: (writing.set(), gate.wait(10)))  # a slow disk
+    assert writing.wait(5)
+    t0 = time.monotonic()
+    for i in range(6):
+        q.submit(lambda i=i: ran.append((i, threading.current_thread().name)))
+    assert time.monotonic() - t0 < 0.5  # the producer never waited for the writer
+    gate.set()
+    q.close()
+    assert ran == [(3, "writer-under-test"), (4, "writer-under-test"), (5, "writer-under-test")]
+    assert q.dropped == 3  # the oldest waiting jobs made room, counted
+    bad = OutputQueue()
+    bad.submit(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    deadline = time.monotonic() + 5
+    while bad.failure is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(OutputError, match="No space left on device"):
+        bad.submit(lambda: None)
+    bad.close()
+
+
 def test_track_event_record_fields() -> None:
     t = Track(4, (1.0, 2.0, 3.0, 4.0), Match("2880", "Ada", 0.61, "000123.jpg"), {"2880": 0.5}, TrackState.DECIDED)
     rec = track_event_record("door", TrackEvent("identity_decided", t, 1000.0, 30, None, 900.0), wall_time=5.0)
@@ -231,7 +259,18 @@ def test_four_cameras_one_flooding_every_camera_still_gets_its_answers(live_gall
     from lookalike_live.monitor import CameraConfig, Monitor, MonitorConfig
 
     names = ("door", "gate", "hall", "flood")
-    cfg = MonitorConfig(cameras=tuple(CameraConfig(n, str(hamilton_clip)) for n in names), events=tmp_path / "e.jsonl")
+    cfg = MonitorConfig(cameras=tuple(CameraConfig(n, str(hamilton_clip)) for n in names), events=tmp_path / "e.jsonl",
+                        snapshots=tmp_path / "snaps")
+    import lookalike_live.monitor as monitor_module
+
+    shot_on: set[str] = set()
+    real_save = monitor_module.save_snapshot
+
+    def save(*a: Any, **kw: Any) -> Any:
+        shot_on.add(threading.current_thread().name)
+        return real_save(*a, **kw)
+
+    monitor_module.save_snapshot = save  # type: ignore[assignment]
     mon = Monitor(cfg, live_gallery.settings(threshold=0.15), store=live_gallery.store).start()
     stop = threading.Event()
     try:
@@ -271,6 +310,8 @@ def test_four_cameras_one_flooding_every_camera_still_gets_its_answers(live_gall
     finally:
         stop.set()
         mon.stop()
+        monitor_module.save_snapshot = real_save  # type: ignore[assignment]
+    assert shot_on == {"monitor-outputs"}, shot_on  # snapshots never on a camera's inference thread
     # of each camera's queries: answered, failed, dropped, or still out (queued or running now)
     out = {n: by[n]["submitted"] - by[n]["answered"] - by[n]["failed"] - by[n]["dropped"] for n in names}
     rates = {n: round(by[n]["answered"] / max(1, by[n]["submitted"] - out[n]), 3) for n in names}
