@@ -73,3 +73,50 @@ def test_folders_and_vggface2(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="unknown dataset format"):
         open_dataset(v, "lfw")
+
+
+def test_celeba_identity_file_corpus(tmp_path: Path) -> None:
+    """Every kind of bad identity line is a problem with its line number, never the end of the
+    build: a photo listed twice (same or another identity), a line that is not UTF-8, a BOM and
+    CRLF endings, an identity longer than the gallery keeps, paths that leave the dataset."""
+    for f in ("000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg"):
+        _touch(tmp_path / "Img" / "img_celeba" / f)
+    (tmp_path / "Anno").mkdir()
+    lines = [
+        b"\xef\xbb\xbf000001.jpg 10",  # a BOM before the first line
+        b"000002.jpg 10",
+        b"000001.jpg 10",  # the same photo again
+        b"000002.jpg 12",  # again, as someone else
+        b"000003.jpg caf\xe9",  # Latin-1, not UTF-8
+        b"000004.jpg " + b"9" * 300,  # longer than the gallery's 256-byte identity
+        b"../../../../etc/passwd.jpg 13",
+        b"/etc/shadow.jpg 13",
+        b"C:\\Windows\\x.jpg 13",
+        b"000003.jpg 11",
+    ]
+    (tmp_path / "Anno" / "identity_CelebA.txt").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    (tmp_path / "Anno" / "identity_names.csv").write_bytes(b"\xef\xbb\xbfidentity,name\r\n10,Ada \xff Lovelace\r\n")
+    ds = open_dataset(tmp_path, "celeba")
+    assert [(i.rel_path, i.identity) for i in ds.items] == [
+        ("img_celeba/000001.jpg", "10"), ("img_celeba/000002.jpg", "10"), ("img_celeba/000003.jpg", "11")]
+    assert ds.items[0].name == "Ada \ufffd Lovelace"  # an undecodable byte in a name is replaced, not fatal
+    problems = "\n".join(ds.problems)
+    assert len(ds.problems) == 7, problems
+    assert "identity_CelebA.txt:3: 000001.jpg is listed again (first at line 1); the first kept" in problems
+    assert "identity_CelebA.txt:4: 000002.jpg is listed again (first at line 2 as identity 10, not 12)" in problems
+    assert "identity_CelebA.txt:5: not UTF-8 text (byte 0xe9 at column 15); skipped" in problems
+    assert "identity_CelebA.txt:6: the identity is 300 bytes long, the gallery keeps at most 256; skipped" in problems
+    for n in (7, 8, 9):
+        assert f"identity_CelebA.txt:{n}: the path" in problems and "leaves the dataset folder" in problems
+    assert all(i.path.resolve().is_relative_to(tmp_path.resolve()) for i in ds.items)
+
+
+def test_folders_survive_symlink_loops(tmp_path: Path) -> None:
+    root = tmp_path / "people"
+    _touch(root / "Ada" / "a.jpg")
+    (root / "Ada" / "loop").symlink_to(root / "Ada", target_is_directory=True)  # Ada/loop -> Ada
+    long_name = "N" * 250
+    _touch(root / long_name / "b.jpg")
+    ds = open_dataset(root, "folders")
+    assert sorted(i.rel_path for i in ds.items) == ["Ada/a.jpg", f"{long_name}/b.jpg"]
+    assert any("symlink loop" in p for p in ds.problems), ds.problems
