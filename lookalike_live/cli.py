@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cliutil import counting
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .config import MATCH_BY, config_path
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = msub.add_parser("build-engine", help="compile a TensorRT engine ahead of time (NVIDIA GPU)")
     _model_opts(q)
     q.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    q.add_argument("--max-batch", type=int, default=64, help="largest batch of the optimisation profile")
+    q.add_argument("--max-batch", type=counting, default=64, help="largest batch of the optimisation profile")
     _json_opt(q)
     q.set_defaults(func=cmd_models_build_engine)
 

@@ -19,6 +19,17 @@ SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "to
                  "threshold", "max_faces", "top_k", "match_by", "flip_tta", "log_level")
 
 
+def counting(text: str) -> int:
+    """An argparse type for counts: a whole number >= 1 (``--limit``, ``--workers``, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings with the flags given on the command line on top (flags > env > config file)."""
     return load_settings({k: getattr(args, k, None) for k in SETTING_KEYS})

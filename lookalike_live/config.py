@@ -37,7 +37,7 @@ class Settings(BaseModel):
     """The settings every command shares, validated by pydantic: an unknown key or a value of the
     wrong type is refused with the key's name (:func:`load_settings` says where it came from)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     # embedder name or spec .toml; load_settings() fills in the best installed FaceNet
     # (models.default_embedder()) when nothing chooses one
@@ -98,6 +98,7 @@ _WANTED = {
     "int_from_float": "must be a whole number",
     "bool_parsing": "must be true or false (1/0, yes/no, on/off)", "bool_type": "must be true or false",
     "string_type": "must be text",
+    "finite_number": "must be a finite number",
 }
 
 

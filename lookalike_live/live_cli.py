@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt
+from .cliutil import Opt, counting
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, SourceError
@@ -277,7 +277,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--events", type=Path, metavar="FILE.jsonl", help="write track events as JSON lines")
     p.add_argument("--realtime", action="store_true", help="pace files at their frame rate (drop frames if slow)")
     p.add_argument("--loop", action="store_true", help="restart a file at its end (until Ctrl+C)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--max-frames", type=counting, metavar="N", help="stop after N processed frames")
     p.add_argument("--name", help="source name in events (default: the file name or redacted URL)")
     p.add_argument("--connect-timeout", type=float, default=20.0, metavar="S",
                    help="live sources: give up when no frame arrives within S seconds (default 20)")

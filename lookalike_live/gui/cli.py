@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cliutil import SETTING_KEYS, Opt
+from ..cliutil import SETTING_KEYS, Opt, counting
 from ..errors import ConfigError
 
 __all__ = ["register", "cmd_app", "options_from_args"]
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--threshold", type=float,
                    help="similarity at which a face \"looks like\" its nearest celebrity (below: \"a bit like\"; "
                    "default: the model's calibrated threshold)")
-    p.add_argument("--max-faces", type=int, help="faces handled per frame (largest first)")
+    p.add_argument("--max-faces", type=counting, help="faces handled per frame (largest first)")
     p.add_argument("--top-k", type=int, default=0, help="matches per face in the side panel (default 10)")
     loop = p.add_mutually_exclusive_group()
     loop.add_argument("--loop", dest="loop", action="store_true", default=None, help="loop video files (default)")
@@ -111,7 +111,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     g = p.add_argument_group("automation (CI, benchmarks)")
     g.add_argument("--screenshot", type=Path, metavar="FILE.png",
                    help="save a window screenshot (and FILE.json: what it shows) then quit; needs --frames or --quit-after")
-    g.add_argument("--frames", type=int, metavar="N", help="quit after N displayed frames (with --screenshot: take it then)")
+    g.add_argument("--frames", type=counting, metavar="N", help="quit after N displayed frames (with --screenshot: take it then)")
     g.add_argument("--quit-after", type=float, metavar="S",
                    help="quit after S seconds (exit code 3 when --frames was not reached)")
     model_opts(p)
