@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt, dataset_opts, quick_detect_opt
+from .cliutil import Opt, counting, dataset_opts, quick_detect_opt
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, LookalikeError
@@ -55,7 +55,7 @@ def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_o
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.npz", help="output file")
-    p.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    p.add_argument("--workers", type=counting, default=2, help="image decoding threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     model_opts(p)
     detector_opts(p)
@@ -94,6 +94,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             summary = build_index(dataset, make_detector, embedder, gallery, opts).as_dict()
         finally:
             embedder.close()
+    summary["annotations_skipped"] = list(dataset.problems)  # lines and folders the dataset could not use
 
     def human(r: dict[str, Any]) -> str:
         lines = [
@@ -102,6 +103,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             f"skipped {len(r['skipped'])} photos this run, {r['previously_skipped']} skipped in earlier runs",
         ]
         lines += [f"  {k}: {v}" for k, v in list(r["skipped"].items())[:20]]
+        if r["annotations_skipped"]:
+            lines.append(f"{len(r['annotations_skipped'])} annotation lines or folders not used:")
+            lines += [f"  {p}" for p in r["annotations_skipped"][:20]]
         g = r["gallery"]
         lines.append(f"gallery {g.get('uri')} / {g.get('collection')}: {g.get('faces')} faces, "
                      f"{g.get('identities')} identities")
@@ -213,10 +217,10 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     )
     dataset_opts(q)
     q.add_argument("--names", type=Path, metavar="CSV", help="identity,name CSV (CelebA has no names)")
-    q.add_argument("--limit", type=int, help="index only the first N photos")
-    q.add_argument("--batch-size", type=int, default=32, help="faces per embedding batch (default 32)")
-    q.add_argument("--insert-batch", type=int, default=256, help="rows per Milvus upsert (default 256)")
-    q.add_argument("--workers", type=int, default=2, help="decode/detect threads (default 2)")
+    q.add_argument("--limit", type=counting, help="index only the first N photos")
+    q.add_argument("--batch-size", type=counting, default=32, help="faces per embedding batch (default 32)")
+    q.add_argument("--insert-batch", type=counting, default=256, help="rows per Milvus upsert (default 256)")
+    q.add_argument("--workers", type=counting, default=2, help="decode/detect threads (default 2)")
     q.add_argument("--retry-skipped", action="store_true", help="retry photos skipped by earlier runs")
     quick_detect_opt(q)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -293,9 +297,9 @@ def _eval_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 def _eval_set_opts(p: argparse.ArgumentParser, gallery_per_id: int) -> None:
     dataset_opts(p)
-    p.add_argument("--gallery-per-id", type=int, default=gallery_per_id,
+    p.add_argument("--gallery-per-id", type=counting, default=gallery_per_id,
                    help=f"gallery photos per identity (default {gallery_per_id})")
-    p.add_argument("--limit", type=int, help="only the first N photos")
+    p.add_argument("--limit", type=counting, help="only the first N photos")
     p.add_argument("--distractors", type=Path, metavar="DIR",
                    help="photos of people absent from the gallery (open set): adds TPIR at FPIR 1%% and 10%%")
     p.add_argument("--distractors-format", choices=("celeba", "folders", "vggface2"), default="folders",

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from . import faults
 from .config import data_dir
 from .datasets import Dataset, GalleryItem
 from .errors import (
@@ -262,6 +263,11 @@ def build_index(
     old_skips = {} if opts.retry_skipped else state.load()
     todo = [(it, int(i)) for it, i in zip(items, ids, strict=True)
             if int(i) not in existing and it.rel_path not in old_skips]
+    # never one id twice in a build (the dataset readers already drop a photo listed twice)
+    first: dict[int, tuple[GalleryItem, int]] = {}
+    for it, fid in todo:
+        first.setdefault(fid, (it, fid))
+    todo = list(first.values())
     summary.already_indexed = len(existing)
     summary.previously_skipped = sum(
         1 for it, i in zip(items, ids, strict=True) if int(i) not in existing and it.rel_path in old_skips
@@ -308,9 +314,11 @@ def build_index(
 
     def insert_rows() -> None:
         if rows:
+            faults.point("build:before-upsert")
             t0 = time.perf_counter()
             gallery.upsert_rows(rows)
             summary.insert_seconds += time.perf_counter() - t0
+            faults.point("build:after-upsert")
             summary.faces += len(rows)
             log.info("saved %d faces (%d this run)", len(rows), summary.faces)
             rows.clear()
@@ -354,8 +362,11 @@ def build_index(
         warm.join()
         for det in detectors + spare:
             det.close()
+    faults.point("build:after-last-upsert")
     gallery.flush()
-    if summary.faces:
+    gallery.warm_local_index()  # a resumed or added-to gallery: its in-process copy made and saved now
+    # also when this run added nothing: a build killed before its centroids left them missing or stale
+    if summary.faces or (gallery.count() and not gallery.centroids_current()):
         gallery.rebuild_centroids()
     summary.seconds = time.perf_counter() - t_start
     summary.gallery = gallery.stats()

@@ -274,3 +274,91 @@ def test_an_internal_error_stops_the_build_and_keeps_what_is_done(tmp_path: Path
     out = _build(env, celeba_dir, "--milvus-uri", uri, "--limit", "40")
     assert out["already_indexed"] == len(saved) and out["previously_skipped"] == 0
     assert len(_all_ids(uri, "faces")) == len(set(_all_ids(uri, "faces"))) == out["already_indexed"] + out["faces"]
+
+
+def _celeba_subset(celeba_dir: Path, root: Path, n: int) -> list[str]:
+    """A CelebA-layout copy of the sample's first ``n`` photos; returns its identity lines."""
+    lines = (celeba_dir / "Anno" / "identity_CelebA.txt").read_text().split("\n")
+    lines = [ln for ln in lines if ln.strip()][:n]
+    (root / "Img" / "img_celeba").mkdir(parents=True)
+    (root / "Anno").mkdir()
+    for ln in lines:
+        name = ln.split()[0]
+        shutil.copy(celeba_dir / "Img" / "img_celeba" / name, root / "Img" / "img_celeba" / name)
+    return lines
+
+
+def test_a_bad_identity_file_never_blocks_the_build(tmp_path: Path, model_store: Path, celeba_dir: Path) -> None:
+    """A photo listed twice and a 300-byte identity used to abort every run at the same batch
+    ("ids must be unique within one call"); now they are listed and the build completes."""
+    root = tmp_path / "celeba"
+    lines = _celeba_subset(celeba_dir, root, 40)
+    bad = [*lines[:20], lines[3], lines[5].split()[0] + " 77777", lines[20].split()[0] + " " + "9" * 300, *lines[21:]]
+    (root / "Anno" / "identity_CelebA.txt").write_text("\n".join(bad) + "\n")
+    env = _env(model_store, tmp_path / "data")
+    first = _build(env, root, "--batch-size", "8", "--insert-batch", "8")
+    assert first["faces"] + len(first["skipped"]) == 39  # 40 photos, one of them refused
+    assert len(first["annotations_skipped"]) == 3, first["annotations_skipped"]
+    assert first["gallery"]["identities"] > 0
+    again = _build(env, root)
+    assert again["faces"] == 0 and again["already_indexed"] == first["faces"]
+
+
+def _contents(uri: str) -> tuple[dict, dict, bool, set[int]]:
+    """(faces {id: (identity, vector)}, identities {id: (identity, count, face id, vector)}, centroids
+    current?, the ids in the persisted local index) of a Lite gallery."""
+    from lookalike_live.gallery import LocalIndex
+
+    with Gallery(uri, local_index=False) as g:
+        faces = {int(r["id"]): (r["identity"], np.asarray(r["vector"], np.float32))
+                 for b in g.iterate(["id", "vector", "identity"], 1000) for r in b}
+        idents = {int(r["id"]): (r["identity"], int(r["count"]), int(r["face_id"]), np.asarray(r["vector"], np.float32))
+                  for b in g.iterate(["id", "vector", "identity", "count", "face_id"], 1000, g.identities_collection)
+                  for r in b}
+        current = g.centroids_current()
+        generation = g.info()["generation"]
+    local = LocalIndex.load(Path(uri + ".lookalike-index") / "faces")
+    assert local.generation == generation  # the persisted copy is of the gallery as it is
+    return faces, idents, current, set(local.arrays()[0].tolist())
+
+
+@pytest.fixture(scope="module")
+def small_celeba(celeba_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("small") / "celeba"
+    lines = _celeba_subset(celeba_dir, root, 48)
+    (root / "Anno" / "identity_CelebA.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_celeba: Path, model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    data = tmp_path_factory.mktemp("reference")
+    _build(_env(model_store, data), small_celeba, "--batch-size", "8", "--insert-batch", "8")
+    return _contents(str(data / "gallery.db"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [
+    "build:before-upsert", "build:after-upsert", "build:after-last-upsert", "centroids:written", "local-index:save"])
+def test_a_build_killed_at_any_point_ends_like_an_uninterrupted_one(point: str, small_celeba: Path, model_store: Path,
+                                                                    uninterrupted: tuple, tmp_path: Path) -> None:
+    """SIGKILL at each phase of a build (fault injection, lookalike_live.faults), then a plain
+    re-run: the same faces, vectors, identity centroids (marked current) and local index as a build
+    that was never interrupted."""
+    from lookalike_live import faults
+
+    assert point in faults.POINTS
+    env = _env(model_store, tmp_path / "data")
+    args = [sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset", str(small_celeba), "--model",
+            MODEL, "--no-progress", "--batch-size", "8", "--insert-batch", "8"]
+    killed = subprocess.run(args, env={**env, "LOOKALIKE_FAULT": point}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    _build(env, small_celeba, "--batch-size", "8", "--insert-batch", "8")
+    faces, idents, current, local_ids = _contents(str(tmp_path / "data" / "gallery.db"))
+    ref_faces, ref_idents, ref_current, ref_local = uninterrupted
+    assert faces.keys() == ref_faces.keys() and local_ids == ref_local == set(faces)
+    for fid, (ident, vec) in faces.items():
+        assert ident == ref_faces[fid][0] and np.allclose(vec, ref_faces[fid][1], atol=1e-4)
+    assert idents.keys() == ref_idents.keys() and current and ref_current
+    for iid, (ident, count, rep, vec) in idents.items():
+        assert (ident, count, rep) == ref_idents[iid][:3] and np.allclose(vec, ref_idents[iid][3], atol=1e-4)

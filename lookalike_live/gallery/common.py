@@ -34,6 +34,8 @@ PROP_MODEL = "lookalike.model"
 PROP_DIM = "lookalike.dim"
 PROP_SCHEMA = "lookalike.schema"
 PROP_GENERATION = "lookalike.generation"
+#: on the identities collection: the faces generation its centroids were made from
+PROP_CENTROIDS_OF = "lookalike.centroids_of"
 
 #: HNSW parameters. lookalike_live.bench.search on a Milvus 2.3 server, 202,599 clustered 512-d
 #: vectors, 200 queries, 2-core CPU shared by server and client: M=32 / efConstruction=200 index

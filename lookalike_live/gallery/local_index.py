@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import faults
 from ..types import Match
 from .common import GalleryMatch, identity_id
 
@@ -186,7 +187,7 @@ class LocalIndex:
             n = self._n
             codes: dict[str, int] = {}
             labels = np.fromiter((codes.setdefault(s, len(codes)) for s in self._identity[:n]), np.int64, n)
-            cent, rep = identity_centroids(self._vecs[:n], labels, len(codes))
+            cent, rep = identity_centroids(self._vecs[:n], labels, len(codes), tiebreak=self._ids[:n])
             self._ident = (list(codes), cent, rep, np.bincount(labels, minlength=len(codes)))
             log.debug("local index: %d identity centroids in %.2f s", len(codes), time.perf_counter() - t0)
         return self._ident
@@ -314,7 +315,9 @@ class LocalIndex:
         with self._lock:
             directory = Path(directory)
             tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            for stale in directory.parent.glob(f"{directory.name}.*-*"):  # left by a save that was killed
+                if stale.name.rsplit("-", 1)[0] in (f"{directory.name}.tmp", f"{directory.name}.old"):
+                    shutil.rmtree(stale, ignore_errors=True)
             tmp.mkdir(parents=True)
             n = self._n
             np.save(tmp / "vectors.npy", self._vecs[:n])
@@ -330,6 +333,7 @@ class LocalIndex:
                 "format": self.FORMAT, "dim": self.dim, "rows": n, "generation": self.generation,
                 "model": self.model, "built_rows": self._built_n,
             }))
+            faults.point("local-index:save")
             old = directory.with_name(f"{directory.name}.old-{os.getpid()}")
             if directory.exists():
                 directory.rename(old)
@@ -387,13 +391,27 @@ def mean_directions(vectors: np.ndarray, labels: np.ndarray, n_identities: int,
     return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def identity_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int) -> tuple[np.ndarray, np.ndarray]:
+#: similarities this close are a tie for the representative photo, broken by the smaller face id,
+#: so that every way of computing the centroids (here, or from Milvus in Gallery._centroid_rows, in
+#: any row order) picks the same photo: an identity's two photos are exactly as near their mean
+REP_TIE = 1e-6
+
+
+def rep_key(sim: float | np.ndarray) -> np.ndarray:
+    """The similarity to a centroid as compared when choosing the representative (see REP_TIE)."""
+    return np.round(np.asarray(sim, np.float64) / REP_TIE)
+
+
+def identity_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int,
+                       tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per identity (``labels`` 0..n_identities-1 of each row of L2-normalised ``vectors``): its
     centroid (:func:`mean_directions`) and its representative row (the face nearest the
-    centroid, int64 (I,)): the identity's most typical photo, shown as the matched photo."""
+    centroid, int64 (I,)): the identity's most typical photo, shown as the matched photo. Ties
+    (REP_TIE) go to the smallest ``tiebreak`` (face ids; default: the row)."""
     cent = mean_directions(vectors, labels, n_identities)
     sims = np.einsum("ij,ij->i", vectors, cent[labels]) if len(labels) else np.zeros(0)
-    best = np.lexsort((-sims, labels))  # by identity, most typical first
+    order = np.arange(len(labels)) if tiebreak is None else np.asarray(tiebreak)
+    best = np.lexsort((order, -rep_key(sims), labels))  # by identity, most typical first
     first = np.searchsorted(labels[best], np.arange(n_identities))
     return cent, best[first].astype(np.int64)
 

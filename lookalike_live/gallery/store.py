@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import faults
 from ..config import MATCH_BY
 from ..errors import DimensionMismatchError, GalleryError, ShapeError
 from ..types import Match
@@ -28,6 +29,7 @@ from .common import (
     MAX_NAME,
     MAX_PATH,
     MIN_INDEXED_SEGMENT_ROWS,
+    PROP_CENTROIDS_OF,
     PROP_DIM,
     PROP_GENERATION,
     PROP_MODEL,
@@ -53,7 +55,7 @@ from .common import (
     to_gallery_error,
     validate_uri,
 )
-from .local_index import LocalIndex, accumulate_identities, held_thumbnails, search_local
+from .local_index import LocalIndex, accumulate_identities, held_thumbnails, rep_key, search_local
 from .snapshot import Snapshots
 
 if TYPE_CHECKING:
@@ -485,6 +487,17 @@ class Gallery:
                         self.collection, self.uri)
         return ok
 
+    def centroids_current(self) -> bool:
+        """Whether the identity centroids were made from the faces collection as it is now. Not
+        after a build that was killed before (or while) it made them, or after faces were written
+        since: ``index build`` then makes them again."""
+        info = self.describe(refresh=True)
+        if info is None or self._identities_state() != "current":
+            return False
+        props = self._call("describe_collection", self._client.describe_collection,
+                           self.identities_collection).get("properties") or {}
+        return bool(info.get("generation")) and props.get(PROP_CENTROIDS_OF) == info["generation"]
+
     def _identities_state(self) -> str:
         """The identities collection: "absent", "old" (no representative faces: an older version
         made it) or "current"."""
@@ -526,11 +539,15 @@ class Gallery:
             self._create(self.identities_collection, dim, str(info["model"]), identities=True)
         for s in range(0, len(rows), 1000):
             self._call("upsert", self._client.upsert, self.identities_collection, rows[s : s + 1000])
+        faults.point("centroids:written")
         keep = {r["id"] for r in rows}
         stale = [int(r["id"]) for b in self.iterate(["id"], 10000, self.identities_collection)
                  for r in b if int(r["id"]) not in keep]
         for s in range(0, len(stale), 1000):
             self._call("delete", self._client.delete, self.identities_collection, ids=stale[s : s + 1000])
+        # last: the centroids are marked as made from this generation of the faces
+        self._call("alter_collection_properties", self._client.alter_collection_properties,
+                   self.identities_collection, properties={PROP_CENTROIDS_OF: str(info["generation"])})
         self._warned_no_centroids = False
         self._centroids_ok = None
         log.info("identity centroids: %d identities (%d removed) in %.1f s", len(rows), len(stale),
@@ -552,14 +569,15 @@ class Gallery:
                 else:
                     sums[key], counts[key], display[key] = val, c[key], d[key]
         cent = {k: (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32) for k, v in sums.items()}
-        best: dict[str, tuple[float, int, str, str]] = {}
+        best: dict[str, tuple[tuple[float, int], int, str, str]] = {}
         for batch in self.iterate(["vector", "identity", "dataset", "image_path"], batch_size):
             for r in batch:
                 if r["identity"] not in cent:  # written between the two passes: in the next rebuild
                     continue
                 sim = float(np.dot(np.asarray(r["vector"], np.float32), cent[r["identity"]]))
-                if r["identity"] not in best or sim > best[r["identity"]][0]:
-                    best[r["identity"]] = (sim, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
+                rank = (float(rep_key(sim)), -int(r["id"]))  # the nearest; a tie to the smaller id
+                if r["identity"] not in best or rank > best[r["identity"]][0]:
+                    best[r["identity"]] = (rank, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
         return [{"id": identity_id(k), "vector": cent[k], "identity": k, "name": display[k], "count": counts[k],
                  "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent if k in best]
 
