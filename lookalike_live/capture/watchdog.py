@@ -163,6 +163,7 @@ class CaptureThread:
         self._status_cond = threading.Condition(self._lock)
         self._subscribers: list[StatusCallback] = []
         self._events: deque[StatusEvent] = deque(maxlen=256)
+        self._changes = 0  # status changes so far (wait_for sees one even when the next came at once)
         self._status = SourceStatus.CONNECTING
         source.cancel = self._stop
         self._thread = threading.Thread(target=self._run, name=f"capture[{self.source_id}]", daemon=True)
@@ -306,11 +307,20 @@ class CaptureThread:
         return unsubscribe
 
     def wait_for(self, *statuses: SourceStatus | str, timeout: float | None = None) -> bool:
-        """Wait until the current status is one of ``statuses``; False on timeout."""
+        """Wait until the status is one of ``statuses``, or has been since the call (a stall that
+        turned into a reconnect before this thread woke up counts); False on timeout."""
         wanted = {SourceStatus(s) for s in statuses}
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._status_cond:
-            while self._status not in wanted:
+            start = self._changes
+
+            def seen() -> bool:
+                if self._status in wanted:
+                    return True
+                new = min(self._changes - start, len(self._events))  # the events since the call
+                return new > 0 and any(e.status in wanted for e in list(self._events)[-new:])
+
+            while not seen():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -346,6 +356,7 @@ class CaptureThread:
                 return  # nothing follows ended / error / stopped
             self._status = status
             self._events.append(event)
+            self._changes += 1
             subscribers = list(self._subscribers)
             self._status_cond.notify_all()
         level = logging.WARNING if status in (SourceStatus.ERROR, SourceStatus.STALLED) else logging.INFO
