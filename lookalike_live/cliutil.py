@@ -5,18 +5,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .config import Settings, load_settings
+from .errors import ConfigError
 
 Opt = Callable[[argparse.ArgumentParser], None]
 
 #: Settings fields a subcommand may take as flags (same names as the flags).
 SETTING_KEYS = ("model", "backend", "detector", "small_faces", "milvus_uri", "token", "collection",
                  "threshold", "max_faces", "top_k", "match_by", "flip_tta", "log_level")
+
+
+def check_output_path(flag: str, path: Path, suffix: str | None = None) -> None:
+    """Refuse, before any work, an output path that cannot be written, naming the flag."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder: give a file name inside it")
+    if suffix and path.suffix.lower() != suffix:
+        raise ConfigError(f"{flag} {path}: the file name must end in {suffix}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create its folder ({exc.strerror or exc})") from exc
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{flag} {path}: its folder {parent} is not writable")
 
 
 def counting(text: str) -> int:

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt, counting, dataset_opts, quick_detect_opt
+from .cliutil import Opt, check_output_path, counting, dataset_opts, quick_detect_opt
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
+from .config import Settings
 from .errors import ConfigError, LookalikeError
 
 log = logging.getLogger("lookalike_live")
@@ -39,11 +40,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .jobs import embed_files
 
     settings = _settings(args)
+    check_output_path("--out", args.out, ".npz")  # before the work, not after it
     with FaceAnalyzer.from_settings(settings) as analyzer:
         _, summary = embed_files(args.paths, analyzer, out=args.out, workers=args.workers,
                                  progress=not args.no_progress)
     _emit(args, summary, _summary_text(f"embedded {summary['faces']} faces from {summary['images']} images"))
-    return 0
+    # the job did its work unless there were images and not one could be read
+    return 1 if summary["images"] and len(summary["skipped"]) == summary["images"] else 0
 
 
 def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, json_opt: Opt) -> None:
@@ -65,10 +68,11 @@ def _register_embed(sub: argparse._SubParsersAction, model_opts: Opt, detector_o
 
 
 # --------------------------------------------------------------------------- index
-def _open_gallery(settings):
+def _open_gallery(settings: Settings, create: bool = False) -> Any:
+    """The gallery the settings name; one that does not exist is created only for a build."""
     from .gallery import Gallery
 
-    return Gallery.from_settings(settings)
+    return Gallery.from_settings(settings, create=create)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -89,7 +93,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     # no spinning: the decode/detect workers need the cores whenever ONNX Runtime's threads are idle
     # (measured on 2 cores, FaceNet: 52-53 vs 44-49 img/s)
     embedder = create_embedder(settings.model, backend=settings.backend, flip_tta=settings.flip_tta, spin=False)
-    with _open_gallery(settings) as gallery:
+    with _open_gallery(settings, create=True) as gallery:
         try:
             summary = build_index(dataset, make_detector, embedder, gallery, opts).as_dict()
         finally:
@@ -139,6 +143,7 @@ def cmd_match(args: argparse.Namespace) -> int:
                               "(run `match` once per photo)")
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
+    no_face: list[str] = []
     card_input: tuple[Any, list[CardFace], str] | None = None
     with _open_gallery(settings) as gallery, FaceAnalyzer.from_settings(settings) as analyzer:
         gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
@@ -150,6 +155,8 @@ def cmd_match(args: argparse.Namespace) -> int:
                 log.warning("skipped %s", exc)
                 continue
             res = analyzer.analyze(image)
+            if not len(res.embeddings):
+                no_face.append(str(path))
             k = max(args.top_k, 3 if args.card is not None else 1)
             hits = gallery.search(res.embeddings.vectors, k=k, with_thumbnails=args.card is not None) \
                 if len(res.embeddings) else []
@@ -170,7 +177,7 @@ def cmd_match(args: argparse.Namespace) -> int:
                     faces.append(CardFace(tuple(float(v) for v in res.detections.xyxy[det_i]),  # type: ignore[arg-type]
                                           tuple(matches), strong))
             card_input = (image, faces, Path(path).name)
-    out: dict[str, Any] = {"faces": results, "skipped": skipped, "threshold": settings.threshold}
+    out: dict[str, Any] = {"faces": results, "no_face": no_face, "skipped": skipped, "threshold": settings.threshold}
     if args.card is not None:
         if card_input is None:
             raise ConfigError(f"no card written: {next(iter(skipped.values()), 'the photo could not be read')}")
@@ -192,13 +199,14 @@ def cmd_match(args: argparse.Namespace) -> int:
             else:
                 label = f"{'looks like' if f['decision'] == 'match' else 'a bit like'} {near['name']}"
             lines.append(f"{f['path']} face {f['face']} {f['box']}: {label}  score={f['score']}")
+        lines += [f"{p}: no face found" for p in r["no_face"]]
         lines += [f"skipped {k}: {v}" for k, v in r["skipped"].items()]
         if "card" in r:
             lines.append(f"card: {r['card']}")
         return "\n".join(lines) or "no faces found"
 
     _emit(args, out, human)
-    return 0
+    return 1 if photos and len(skipped) == len(photos) else 0  # not one photo could be read
 
 
 def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Opt, gallery_opts: Opt,

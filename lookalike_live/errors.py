@@ -61,6 +61,11 @@ class GalleryUnavailableError(GalleryError):
     """Milvus cannot be reached at the configured URI."""
 
 
+class GalleryMissingError(GalleryError):
+    """A command that reads the gallery was pointed at one that does not exist (a Milvus Lite
+    file that is not there): it is not created empty."""
+
+
 class DimensionMismatchError(GalleryError):
     """The embedding dimension of a model differs from the collection's."""
 

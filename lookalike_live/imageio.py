@@ -19,11 +19,42 @@ _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_RE
             8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+#: the most pixels an image may decode to (after a reduced JPEG decode): 150 megapixels, 450 MB
+#: as BGR. A file whose header claims more (a decompression bomb: a few KB that would take GBs)
+#: is refused before decoding.
+MAX_IMAGE_PIXELS = 150_000_000
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header without decoding it (JPEG, PNG; other formats
+    through Pillow's lazy open); None when unknown."""
+    size = jpeg_size(data)
+    if size is not None:
+        return size
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    try:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: OpenCV decides below
+        return None
+
+
 def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
-    """Decode encoded image bytes to BGR uint8 (H, W, 3); grey and BGRA are converted.
-    ``reduce`` (1, 2, 4 or 8) decodes at that fraction of the size."""
+    """Decode encoded image bytes to BGR uint8 (H, W, 3); grey, BGRA, 16-bit and CMYK are
+    converted, EXIF rotation applied. ``reduce`` (1, 2, 4 or 8) decodes at that fraction of the
+    size. Raises ImageReadError: empty, not an image, or bigger than MAX_IMAGE_PIXELS."""
     if not data:
         raise ImageReadError(f"{name}: empty file")
+    size = image_size(data)
+    if size is not None and size[0] * size[1] / (reduce * reduce) > MAX_IMAGE_PIXELS:
+        raise ImageReadError(
+            f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, more than the "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} lookalike-live decodes (a decompression bomb, or a huge scan: scale it down)")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduce])
     if img is None or img.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt or unsupported format)")

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .analyzer import FaceAnalyzer
-from .errors import LookalikeError
+from .errors import LookalikeError, OutputError
 from .imageio import iter_image_files, read_image
 from .parallel import prefetch_map
 
@@ -27,9 +27,13 @@ def embed_files(
 
     Returns the arrays (also written to ``out`` as .npz when given): ``paths`` (one per face),
     ``face_index``, ``boxes`` (N,4 xyxy pixels), ``scores``, ``quality``, ``embeddings``
-    (N,D float32, L2-normalised); and a summary with the unreadable images and why.
+    (N,D float32, L2-normalised); and a summary with the unreadable images and why. A broken
+    model stops the job at once (it would fail every image), before any image is read.
     """
+    from .indexing import FATAL_ERRORS, INTERNAL_ERRORS
+
     files = iter_image_files(paths)
+    analyzer.prepare()
     dim = analyzer.embedder.dim
     rows: dict[str, list] = {k: [] for k in ("paths", "face_index", "boxes", "scores", "quality", "embeddings")}
     skipped: dict[str, str] = {}
@@ -44,6 +48,8 @@ def embed_files(
             continue
         try:
             res = analyzer.analyze(image)
+        except FATAL_ERRORS + INTERNAL_ERRORS:
+            raise  # the model or the install, not this image
         except LookalikeError as exc:
             skipped[str(path)] = str(exc)
             log.warning("skipped %s: %s", path, exc)
@@ -78,8 +84,12 @@ def embed_files(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part.npz")
         payload: dict[str, Any] = {"model": np.asarray(analyzer.spec.name), **arrays}
-        np.savez(tmp, **payload)
-        tmp.replace(out)
+        try:
+            np.savez(tmp, **payload)
+            tmp.replace(out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"cannot write --out {out}: {exc.strerror or exc}") from exc
     summary = {
         "images": len(files),
         "faces": int(len(arrays["paths"])),

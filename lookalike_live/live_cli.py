@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt, counting
+from .cliutil import Opt, check_output_path, counting
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, SourceError
@@ -81,19 +80,6 @@ class _VideoOut:
                 self._writer = None
 
 
-def _check_output(flag: str, path: Path) -> None:
-    """Refuse an output path that cannot be written, naming the flag."""
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder: give a file name inside it")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create its folder ({exc.strerror or exc})") from exc
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag} {path}: its folder {parent} is not writable")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .capture import parse_source
     from .events import EventWriter, search_record, status_record, track_event_record
@@ -108,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     for flag, path in (("--out", args.out), ("--events", args.events)):
         if path is not None:
-            _check_output(flag, Path(path))  # before any work: not after the whole video
+            check_output_path(flag, Path(path))  # before any work: not after the whole video
     spec = parse_source(args.source)  # a missing file or a bad URL fails here, clearly
     camera = args.name or spec.display_name
     config = EngineConfig.from_settings(settings, top_k=args.top_k or 0,

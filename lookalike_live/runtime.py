@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .closing import close_all
 from .config import Settings
-from .errors import ConfigError, DimensionMismatchError, GalleryError, GalleryUnavailableError
+from .errors import (
+    ConfigError,
+    DimensionMismatchError,
+    GalleryError,
+    GalleryMissingError,
+    GalleryUnavailableError,
+)
 
 if TYPE_CHECKING:
     from .analyzer import FaceAnalyzer
@@ -82,7 +88,7 @@ class Runtime:
         try:
             if gallery is None:
                 kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-                gallery = Gallery.from_settings(s, **kwargs)
+                gallery = Gallery.from_settings(s, create=False, **kwargs)
                 self._owns_gallery = True
             self.gallery = gallery
             if tolerate:
@@ -99,7 +105,13 @@ class Runtime:
         except (GalleryError, _Empty) as exc:
             if not tolerate:
                 raise
-            if isinstance(exc, _Empty):
+            message = str(exc)
+            if isinstance(exc, GalleryMissingError):
+                kind = "empty"
+                message = (f"The gallery at {s.milvus_uri or default_uri()} does not exist yet: faces are detected "
+                           f"but cannot be matched. Build it with `{INDEX_BUILD_HINT}` (same --milvus-uri), then "
+                           "press Retry.")
+            elif isinstance(exc, _Empty):
                 kind = "empty"
             elif isinstance(exc, GalleryUnavailableError):
                 kind = "unavailable"
@@ -107,7 +119,7 @@ class Runtime:
                 kind = "mismatch"
             else:
                 kind = "error"
-            self.gallery_problem = GalleryProblem(kind, str(exc))
+            self.gallery_problem = GalleryProblem(kind, message)
             log.warning("gallery: %s: running without search", exc)
             if self._owns_gallery and self.gallery is not None:
                 with contextlib.suppress(Exception):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import faults
 from ..config import MATCH_BY
-from ..errors import DimensionMismatchError, GalleryError, ShapeError
+from ..errors import DimensionMismatchError, GalleryError, GalleryMissingError, ShapeError
 from ..types import Match
 from .common import (
     FACE_OUTPUT,
@@ -76,6 +76,9 @@ class Gallery:
     identity (``Settings.match_by``, see :meth:`from_settings`): ``eval identify --study``
     measured it more accurate (MobileFaceNet, CelebA sample: top-1 0.966 vs 0.950).
 
+    ``create=False`` (commands that only read) refuses a Milvus Lite file that does not exist
+    (:class:`GalleryMissingError`) instead of creating it empty.
+
     ``local_index``: keep an in-process copy of the vectors for search (:class:`LocalIndex`).
     None (default) turns it on for Milvus Lite URIs, where Lite's own search costs ~90 ms at
     200k faces; a Milvus server answers in a few ms and needs none.
@@ -83,7 +86,7 @@ class Gallery:
 
     def __init__(self, uri: str | None = None, collection: str = "faces", token: str | None = None, *,
                  timeout: float = 10.0, local_index: bool | None = None, nprobe: int = 16,
-                 ef: int = HNSW_EF, match_by: str = "face") -> None:
+                 ef: int = HNSW_EF, match_by: str = "face", create: bool = True) -> None:
         if match_by not in MATCH_BY:
             raise ValueError(f"match_by must be one of {', '.join(MATCH_BY)}, got {match_by!r}")
         self.match_by = match_by
@@ -106,6 +109,10 @@ class Gallery:
         self.snapshots = Snapshots(self, self._cache_dir, self.nprobe)
         self._info: dict[str, Any] | None = None  # dim, model, generation of the faces collection
         self._closed = False
+        if self.is_lite and not create and not Path(self.uri).exists():  # Milvus Lite 3 keeps a folder there
+            raise GalleryMissingError(
+                f"there is no gallery at {self.uri}: build one with `lookalike-live index build --dataset DIR "
+                "--format celeba|folders|vggface2` (same --milvus-uri), or point --milvus-uri at an existing one")
         if self.is_lite:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         from pymilvus import MilvusClient
