@@ -48,7 +48,8 @@ class Settings(BaseModel):
     min_face_score: float = Field(0.5, ge=0.0, le=1.0)
     milvus_uri: str | None = None  # None: the embedded Milvus Lite file in the data dir
     token: str | None = Field(None, repr=False)  # a secret: never in logs
-    collection: str = Field("faces", min_length=1)
+    # Milvus's rule for collection names; it also becomes a folder of the local index cache
+    collection: str = Field("faces", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
     # cosine similarity: at or above "looks like" (open set: a match), below "a bit like" (open set: unknown)
     threshold: float = Field(0.35, ge=-1.0, le=1.0)
     max_faces: int = Field(16, ge=1)
@@ -99,6 +100,7 @@ _WANTED = {
     "bool_parsing": "must be true or false (1/0, yes/no, on/off)", "bool_type": "must be true or false",
     "string_type": "must be text",
     "finite_number": "must be a finite number",
+    "string_pattern_mismatch": "must start with a letter or '_' and hold only letters, digits and '_'",
 }
 
 

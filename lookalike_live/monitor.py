@@ -48,7 +48,9 @@ __all__ = [
     "save_snapshot",
 ]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: a camera name becomes a folder under --snapshots: letters, digits, '_', '-' and '.', but not
+#: only dots ("." and ".." would be the folder itself or its parent)
+_NAME_RE = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class CameraConfig:
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ConfigError(
-                f"camera name {self.name!r} is not valid: use 1-64 letters, digits, '_', '-' or '.'"
+                f"camera name {self.name!r} is not valid: use 1-64 letters, digits, '_', '-' or '.' (not only dots)"
             )
         if not self.url.strip():
             raise ConfigError(f"camera {self.name!r} has an empty URL")
@@ -172,6 +174,8 @@ def save_snapshot(folder: Path, camera: str, result: FrameResult, track: Track, 
     ix2, iy2 = int(min(w, bx2)), int(min(h, by2))
     crop = drawn[iy1:iy2, ix1:ix2] if ix2 > ix1 and iy2 > iy1 else drawn
     out = folder / camera
+    if not _NAME_RE.match(camera) or out.resolve().parent != folder.resolve():  # never outside --snapshots
+        raise ConfigError(f"camera name {camera!r} cannot be a folder inside {folder}")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{int(time.time() * 1000)}_{result.frame.index:06d}_track{track.track_id}.jpg"
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, 90])

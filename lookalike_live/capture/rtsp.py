@@ -25,6 +25,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import numpy as np
 
 from ..errors import ConfigError, SourceError
+from ..redact import redact_text
 from .sources import FrameSource
 from .specs import RTSP_TRANSPORTS, SourceSpec, redact_url
 
@@ -114,9 +115,9 @@ class StreamSource(FrameSource):
             container = av.open(self.url, mode="r", options=self.options(transport),
                                 timeout=(self.open_timeout, self.read_timeout))
         except (av.FFmpegError, OSError) as exc:
-            self.last_open_error = " ".join(str(exc).split())
+            self.last_open_error = redact_text(" ".join(str(exc).split()))
             log.debug("%s: open%s failed: %s", self.name, f" over {transport}" if transport else "",
-                      redact_url(self.last_open_error))
+                      self.last_open_error)
             return None
         if not container.streams.video:
             container.close()

@@ -8,9 +8,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import SourceError
+from ..redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,6 @@ class SourceSpec:
         if self.kind == "file":
             return Path(self.target).name
         return redact_url(self.target)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and status messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def parse_source(text: str | int | os.PathLike[str] | SourceSpec) -> SourceSpec:

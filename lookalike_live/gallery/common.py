@@ -25,6 +25,7 @@ from ..errors import (
     GalleryUnavailableError,
     ShapeError,
 )
+from ..redact import redact_text, redact_url
 from ..types import Match
 
 log = logging.getLogger("lookalike_live.gallery")
@@ -272,10 +273,11 @@ def is_not_loaded(exc: BaseException) -> bool:
 
 def error_reason(exc: BaseException) -> str:
     msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(msg).split())[:300]
+    return redact_text(" ".join(str(msg).split())[:300])
 
 
 def unavailable_message(uri: str, reason: str) -> str:
+    uri, reason = redact_url(uri), redact_text(reason)
     if is_lite_uri(uri):
         return (
             f"Milvus Lite could not open {uri} ({reason}). Milvus Lite allows one process per file: "
@@ -298,7 +300,7 @@ def to_gallery_error(exc: BaseException, uri: str, collection: str, action: str)
         return exc
     if is_unavailable(exc):
         return GalleryUnavailableError(unavailable_message(uri, error_reason(exc)))
-    return GalleryError(f"Milvus {action} failed on {uri} (collection {collection!r}): {error_reason(exc)}")
+    return GalleryError(f"Milvus {action} failed on {redact_url(uri)} (collection {collection!r}): {error_reason(exc)}")
 
 
 def collection_schema(dim: int, identities: bool) -> Any:

@@ -356,7 +356,7 @@ class Matcher:
                     self._load_task = asyncio.ensure_future(self._client.load_collection(name, timeout=300))
                     self._load_task.add_done_callback(_consume)
                 raise GalleryUnavailableError(
-                    f"collection {name!r} on {g.uri} is not loaded yet (the server is starting, or "
+                    f"collection {name!r} on {g.shown_uri} is not loaded yet (the server is starting, or "
                     "the collection was released); it is being loaded: search again shortly"
                 ) from exc
             raise

@@ -21,7 +21,8 @@ _PULLED_FIELDS = ["id", "vector", "identity", "name", "dataset", "image_path"]
 class SnapshotSource(Protocol):
     """What a snapshot is pulled from (a :class:`~lookalike_live.gallery.store.Gallery`)."""
 
-    uri: str
+    @property
+    def shown_uri(self) -> str: ...
 
     def describe(self, refresh: bool = False) -> dict[str, Any] | None: ...
 
@@ -92,7 +93,7 @@ class Snapshots:
                              normalise([r["vector"] for r in batch], info["dim"], "vectors"),
                              [r["identity"] for r in batch], [r["name"] for r in batch],
                              [r["dataset"] for r in batch], [r["image_path"] for r in batch])
-            log.info("local index: %d faces pulled from %s in %.1f s", len(local), self.source.uri,
+            log.info("local index: %d faces pulled from %s in %.1f s", len(local), self.source.shown_uri,
                      time.perf_counter() - t0)
             local.prepare()
             local.dirty = True

@@ -5,6 +5,7 @@ through :class:`~lookalike_live.gallery.matcher.Matcher` (:meth:`Gallery.matcher
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -16,7 +17,8 @@ import numpy as np
 
 from .. import faults
 from ..config import MATCH_BY
-from ..errors import DimensionMismatchError, GalleryError, GalleryMissingError, ShapeError
+from ..errors import ConfigError, DimensionMismatchError, GalleryError, GalleryMissingError, ShapeError
+from ..redact import redact_url
 from ..types import Match
 from .common import (
     FACE_OUTPUT,
@@ -92,6 +94,9 @@ class Gallery:
         self.match_by = match_by
         self._warned_no_centroids = False
         self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", collection):  # Milvus's rule; also a cache folder name
+            raise ConfigError(f"collection name {collection!r} is not valid: start with a letter or '_', then "
+                              "letters, digits and '_' only (--collection)")
         self.uri = validate_uri(uri or default_uri())
         self.collection = collection
         self.identities_collection = f"{collection}_identities"
@@ -111,7 +116,7 @@ class Gallery:
         self._closed = False
         if self.is_lite and not create and not Path(self.uri).exists():  # Milvus Lite 3 keeps a folder there
             raise GalleryMissingError(
-                f"there is no gallery at {self.uri}: build one with `lookalike-live index build --dataset DIR "
+                f"there is no gallery at {self.shown_uri}: build one with `lookalike-live index build --dataset DIR "
                 "--format celeba|folders|vggface2` (same --milvus-uri), or point --milvus-uri at an existing one")
         if self.is_lite:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,12 @@ class Gallery:
             self._client = lite_connect(self.uri, connect) if self.is_lite else connect()
         except Exception as exc:  # noqa: BLE001 - pymilvus raises bare MilvusException
             raise self._error(exc, "connect") from exc
-        log.debug("connected to %s in %.2f s", self.uri, time.perf_counter() - t0)
+        log.debug("connected to %s in %.2f s", self.shown_uri, time.perf_counter() - t0)
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI as logs, errors and stats show it: without a password or a token in it."""
+        return redact_url(self.uri)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> Gallery:
@@ -139,7 +149,7 @@ class Gallery:
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
-            raise GalleryError(f"gallery {self.uri} ({self.collection}) is closed")
+            raise GalleryError(f"gallery {self.shown_uri} ({self.collection}) is closed")
         kwargs.setdefault("timeout", self.timeout)
         try:
             return fn(*args, **kwargs)
@@ -154,7 +164,7 @@ class Gallery:
         except GalleryError as err:
             if not is_not_loaded(err):
                 raise
-        log.info("collection %s not loaded on %s: loading it", name, self.uri)
+        log.info("collection %s not loaded on %s: loading it", name, self.shown_uri)
         self._load(name)
         return self._call(action, fn, name, *args, **kwargs)
 
@@ -177,7 +187,7 @@ class Gallery:
         props = desc.get("properties") or {}
         if dim is None:
             raise GalleryError(
-                f"collection {self.collection!r} on {self.uri} has no 'vector' field: it was not created by "
+                f"collection {self.collection!r} on {self.shown_uri} has no 'vector' field: it was not created by "
                 "lookalike-live; use another --collection"
             )
         self._info = {"dim": dim, "model": props.get(PROP_MODEL, ""), "generation": props.get(PROP_GENERATION, "")}
@@ -188,7 +198,7 @@ class Gallery:
         info = self.describe()
         if info is None:
             raise GalleryError(
-                f"collection {self.collection!r} does not exist on {self.uri}: build the gallery first "
+                f"collection {self.collection!r} does not exist on {self.shown_uri}: build the gallery first "
                 "(`lookalike-live index build`), or pick the right --collection / --milvus-uri"
             )
         return info
@@ -209,7 +219,7 @@ class Gallery:
             todo = [n for n in todo
                     if self._call("get_load_state", self._client.get_load_state, n).get("state") != LoadState.Loaded]
             if todo and time.monotonic() > deadline:
-                raise GalleryError(f"collections {todo} on {self.uri} still loading after {max(self.timeout, 300.0):.0f} s")
+                raise GalleryError(f"collections {todo} on {self.shown_uri} still loading after {max(self.timeout, 300.0):.0f} s")
             if todo:
                 time.sleep(0.1)
         log.info("loaded %s in %.1f s", ", ".join(names), time.perf_counter() - t0)
@@ -233,7 +243,7 @@ class Gallery:
             self._load(name)
         log.info("created collection %s (%d-d, model %s, %s index, COSINE) on %s", name, dim, model,
                  f"HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION}" if self.index_type == "HNSW"
-                 else self.index_type, self.uri)
+                 else self.index_type, self.shown_uri)
 
     def _bump_generation(self) -> str:
         gen = uuid.uuid4().hex
@@ -267,14 +277,14 @@ class Gallery:
         info = self.info()
         if int(info["dim"]) != int(dim):
             raise DimensionMismatchError(
-                f"collection {self.collection!r} on {self.uri} holds {info['dim']}-d vectors"
+                f"collection {self.collection!r} on {self.shown_uri} holds {info['dim']}-d vectors"
                 f"{' from model ' + repr(info['model']) if info['model'] else ''}, but model {model!r} makes "
                 f"{dim}-d vectors: use another collection (--collection {self.collection}_{slug(model)}) "
                 f"or drop this one (Gallery.drop()) and rebuild it"
             )
         if info["model"] and model and info["model"] != model:
             raise ModelMismatchError(
-                f"collection {self.collection!r} on {self.uri} was built with model {info['model']!r}, not "
+                f"collection {self.collection!r} on {self.shown_uri} was built with model {info['model']!r}, not "
                 f"{model!r}: similarities between the two models mean nothing. Use --model {info['model']}, "
                 f"another collection (--collection {self.collection}_{slug(model)}), or drop and rebuild it"
             )
@@ -405,7 +415,7 @@ class Gallery:
             if pending == 0 and str(di.get("state", "Finished")) in ("Finished", "3", "IndexState.Finished"):
                 break
             if time.monotonic() > deadline:
-                raise GalleryError(f"index of {name!r} on {self.uri} still building after "
+                raise GalleryError(f"index of {name!r} on {self.shown_uri} still building after "
                                    f"{timeout:.0f} s ({pending} rows pending); try again later")
             time.sleep(0.5)
         if not self.is_lite:
@@ -429,7 +439,7 @@ class Gallery:
             if served >= total and len(done) == len(segs):
                 return
             if time.monotonic() > deadline:
-                raise GalleryError(f"{name!r} on {self.uri}: {served} of {total} rows served from "
+                raise GalleryError(f"{name!r} on {self.shown_uri}: {served} of {total} rows served from "
                                    "indexed segments so far; try again later")
             time.sleep(0.5)
 
@@ -491,7 +501,7 @@ class Gallery:
             self._warned_no_centroids = True
             log.warning("%s on %s has no identity centroids (an interrupted or older index build): matching "
                         "single faces; `lookalike-live index build` again (it resumes) adds them",
-                        self.collection, self.uri)
+                        self.collection, self.shown_uri)
         return ok
 
     def centroids_current(self) -> bool:
@@ -628,7 +638,7 @@ class Gallery:
 
     def stats(self) -> dict[str, Any]:
         """faces, identities, model, dim, index (type, params, state), load state, uri, collection."""
-        out: dict[str, Any] = {"uri": self.uri, "collection": self.collection,
+        out: dict[str, Any] = {"uri": self.shown_uri, "collection": self.collection,
                                "backend": "milvus-lite" if self.is_lite else "milvus"}
         try:
             out["server_version"] = self._call("get_server_version", self._client.get_server_version)
@@ -707,5 +717,5 @@ class Gallery:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Gallery(uri={self.uri!r}, collection={self.collection!r})"
+        return f"Gallery(uri={self.shown_uri!r}, collection={self.collection!r})"
 

@@ -40,6 +40,7 @@ from ..errors import (
     UnknownModelError,
 )
 from ..overlay import Annotator, Tag
+from ..redact import redact_url, strip_secrets
 from ..types import FrameResult, Track, TrackState
 from .bridge import EngineBridge
 from .outputs import OutputActions
@@ -110,6 +111,9 @@ class MainWindow(OutputActions, QMainWindow):
         super().__init__(parent)
         self.options = options
         self.prefs = prefs or Preferences()
+        #: sources typed with a password or token, by how the field and history show them: this
+        #: session only (the settings file keeps them without their secrets)
+        self._secret_sources: dict[str, str] = {}
         self.top_k = options.top_k
         self.loop_files = options.loop_files
         self.output_dir = options.output_dir or Path(
@@ -271,6 +275,7 @@ class MainWindow(OutputActions, QMainWindow):
     def start(self, source: str | None = None) -> bool:
         """Play ``source`` (default: the picker's text). False (with a banner) when it is not a valid source."""
         text = (source if source is not None else self.source_box.currentText()).strip()
+        text = self._secret_sources.get(text, text)  # a source typed with its password earlier this session
         if source is not None:
             self.source_box.setCurrentText(text)
         try:
@@ -288,7 +293,10 @@ class MainWindow(OutputActions, QMainWindow):
         self.frames_shown = 0
         self.display_meter.reset()
         hist = self.prefs.add_history(spec.text or text)
-        self._set_history(hist, text)
+        shown = redact_url(text)
+        if shown != text:  # the field and the history show it without its secrets; this session keeps them
+            self._secret_sources[shown] = self._secret_sources[strip_secrets(text)] = text
+        self._set_history(hist, shown)
         self.video.setFocus()  # Space, S, C, F, M work at once (not typed into the source field)
         self.lbl_source.setText(f"source: {spec.display_name} (connecting…)")
         self.act_start.setText("Stop")

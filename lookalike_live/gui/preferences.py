@@ -9,6 +9,7 @@ from PyQt6.QtCore import QByteArray, QSettings
 
 from ..config import Settings, load_settings
 from ..errors import ConfigError
+from ..redact import strip_secrets
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Preferences:
     def save(self, settings: Settings, top_k: int, loop_files: bool) -> None:
         for key in REMEMBERED:
             v = getattr(settings, key)
+            if key == "milvus_uri" and v:
+                v = strip_secrets(v)  # a password in the URI is not written to the settings file
             self.q.setValue(f"settings/{key}", "" if v is None else v)
         self.q.setValue("settings/top_k", int(top_k))
         self.q.setValue("settings/loop_files", bool(loop_files))
@@ -68,6 +71,9 @@ class Preferences:
         return [str(x) for x in (v or []) if str(x)]
 
     def add_history(self, source: str) -> list[str]:
+        """Remember ``source`` first in the history, without its password or token: those are
+        never written to the settings file (the window keeps them for the session only)."""
+        source = strip_secrets(source)
         hist = [source] + [h for h in self.history() if h != source]
         hist = hist[:HISTORY_MAX]
         self.q.setValue("sources/history", hist)
