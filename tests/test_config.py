@@ -133,3 +133,13 @@ def test_settings_are_validated_by_type_and_range_with_the_key_and_its_origin(tm
     with pytest.raises(ConfigError, match="Settings: match_by must be one of identity, face"):
         Settings(match_by="crowd")
     assert "s3cret" not in repr(Settings(token="s3cret")) and Settings(token="s3cret").token == "s3cret"
+
+
+def test_a_collection_name_cannot_leave_its_folder() -> None:
+    for bad in ("../x", "a/b", "", "9lives"):
+        with pytest.raises(ConfigError, match="collection must start with a letter"):
+            Settings(collection=bad)
+    from lookalike_live.gallery import Gallery
+
+    with pytest.raises(ConfigError, match="collection name '../x' is not valid"):
+        Gallery("/tmp/never-created.db", collection="../x")

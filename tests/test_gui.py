@@ -381,6 +381,15 @@ def test_settings_remembered_between_runs(qtbot, tmp_path: Path, prefs: Preferen
     assert opts.settings.detector == "full" and opts.settings.threshold == 0.42 and opts.top_k == 3
 
 
+def test_secrets_never_reach_the_settings_file(prefs: Preferences, tmp_path: Path) -> None:
+    secret = "hunter2"
+    prefs.add_history(f"rtsp://admin:{secret}@10.0.0.5/stream?token={secret}&ch=1")
+    prefs.save(Settings(milvus_uri=f"http://root:{secret}@milvus:19530"), 10, True)
+    assert prefs.history()[0] == "rtsp://admin@10.0.0.5/stream?ch=1"
+    text = (tmp_path / "gui.ini").read_text()
+    assert secret not in text and "http://root@milvus:19530" in text
+
+
 def test_app_without_display_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)

@@ -40,6 +40,10 @@ def test_camera_and_config_parsing(tmp_path: Path) -> None:
             parse_camera(bad)
     with pytest.raises(ConfigError, match="not valid"):
         parse_camera("front door=rtsp://x/y")
+    for escaping in ("..", ".", "..."):  # the name becomes a folder under --snapshots: never its parent
+        with pytest.raises(ConfigError, match="not only dots"):
+            parse_camera(f"{escaping}=rtsp://x/y")
+    assert parse_camera("hall.2=rtsp://x/y").name == "hall.2"
     with pytest.raises(ConfigError, match="unique"):
         MonitorConfig(cameras=(parse_camera("a=rtsp://x/1"), parse_camera("a=rtsp://x/2")))
     with pytest.raises(ConfigError, match="no camera"):
