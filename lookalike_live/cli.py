@@ -83,7 +83,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     def human(res: dict[str, Any]) -> str:
         lines = [f"model store: {res['store']}", f"{'NAME':24} {'KIND':9} {'DIM':>4}  STATUS"]
         for r in res["models"]:
-            status = f"installed  {r['path']}" if r["installed"] else f"missing    -> {r['note']}"
+            if r["installed"]:
+                status = f"installed  {r['path']}"
+            else:
+                status = f"{'damaged' if r['note'].startswith('damaged') else 'missing':10} -> {r['note']}"
             name = r["name"] + (" *" if r["default"] else "")
             lines.append(f"{name:24} {r['kind']:9} {r['dim'] or '':>4}  {status}")
         lines.append("* the default embedder (the best installed FaceNet; --model chooses another)")

@@ -119,6 +119,21 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_drop(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _open_gallery(settings) as gallery:
+        stats = gallery.stats()
+        if not stats.get("exists"):
+            raise ConfigError(f"there is no collection {settings.collection!r} at {gallery.shown_uri}: nothing to drop")
+        if not args.yes:
+            raise ConfigError(f"this deletes {stats['faces']} faces of collection {settings.collection!r} at "
+                              f"{gallery.shown_uri}: add --yes to do it")
+        gallery.drop()
+    out = {"dropped": settings.collection, "faces": stats["faces"], "uri": stats["uri"]}
+    _emit(args, out, lambda r: f"dropped collection {r['dropped']} ({r['faces']} faces) at {r['uri']}")
+    return 0
+
+
 def cmd_index_stats(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _open_gallery(settings) as gallery:
@@ -241,6 +256,13 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     gallery_opts(q)
     json_opt(q)
     q.set_defaults(func=cmd_index_stats)
+    q = isub.add_parser("drop", help="delete the gallery's collections and its local index cache",
+                        description="Delete the faces and identities collections (and, for Milvus Lite, the local "
+                        "index cache next to the file), e.g. to rebuild with another model. Asks for --yes.")
+    q.add_argument("--yes", action="store_true", help="really delete (nothing is deleted without it)")
+    gallery_opts(q)
+    json_opt(q)
+    q.set_defaults(func=cmd_index_drop)
 
     p = sub.add_parser(
         "match", help="photo mode: the nearest celebrity of every face in images",

@@ -80,6 +80,22 @@ class _VideoOut:
                 self._writer = None
 
 
+#: `run` gives up on a live source after this many failed connection attempts in a row (a missing
+#: webcam, a refused port: a one-shot job should say why at once, not after --connect-timeout)
+GIVE_UP_AFTER = 3
+
+
+def _no_frame_message(spec: Any, failed: list[Any], waited: float, args: argparse.Namespace) -> str:
+    """Why a live source gave no frame, with the cause the watchdog saw and flags that exist."""
+    why = failed[-1].message if failed and failed[-1].message else "no answer"
+    tried = f"{len(failed)} attempts in {waited:.0f} s" if failed else f"{waited:.0f} s"
+    if spec.kind == "webcam":
+        return f"no frame from {spec.display_name} ({tried}): {why}"
+    other = "udp" if args.rtsp_transport == "tcp" else "tcp"
+    return (f"no frame from {spec.display_name} ({tried}): {why}. Check the address, the port and the "
+            f"credentials; a camera slow to answer needs a longer --connect-timeout; or try --rtsp-transport {other}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .capture import parse_source
     from .events import EventWriter, search_record, status_record, track_event_record
@@ -124,17 +140,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         t0 = time.monotonic()
         with _stop_on_signals(stop):
-            engine.start(spec, realtime=args.realtime or spec.live, loop=args.loop, max_frames=args.max_frames)
+            engine.start(spec, realtime=args.realtime or spec.live, loop=args.loop, max_frames=args.max_frames,
+                         rtsp_transport=args.rtsp_transport)
             while not engine.wait(0.2):
                 if stop.is_set():
                     break
-                if spec.live and engine.metrics.counter("frames") == 0 and time.monotonic() - t0 > args.connect_timeout:
+                failed = [e for e in last_status if e.status.value == "reconnecting"]
+                waited = time.monotonic() - t0
+                if spec.live and engine.metrics.counter("frames") == 0 and (
+                        waited > args.connect_timeout or len(failed) >= GIVE_UP_AFTER):
                     engine.stop()
-                    why = last_status[-1].message if last_status else "no answer"
-                    raise SourceError(
-                        f"no frame from {spec.display_name} within {args.connect_timeout:g} s ({why}); check the "
-                        "URL, the camera's address/port and credentials, or try --rtsp-transport tcp/udp"
-                    )
+                    raise SourceError(_no_frame_message(spec, failed, waited, args))
             summary = engine.stop()
             engine.wait(0)
         if spec.kind == "file" and summary["frames"] == 0:
@@ -266,7 +282,10 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--max-frames", type=counting, metavar="N", help="stop after N processed frames")
     p.add_argument("--name", help="source name in events (default: the file name or redacted URL)")
     p.add_argument("--connect-timeout", type=float, default=20.0, metavar="S",
-                   help="live sources: give up when no frame arrives within S seconds (default 20)")
+                   help="live sources: give up when no frame arrives within S seconds (default 20), or "
+                   f"after {GIVE_UP_AFTER} failed attempts in a row")
+    p.add_argument("--rtsp-transport", choices=("auto", "tcp", "udp"), default="auto",
+                   help="RTSP: RTP over the RTSP connection (tcp), over UDP, or auto (TCP, then UDP; default)")
     _live_opts(p)
     model_opts(p)
     detector_opts(p)

@@ -587,13 +587,17 @@ def list_models(store: Path | None = None, names: Iterable[str] | None = None) -
             continue
         path = spec.path(store)
         note = ""
+        installed = path.is_file()
         downloaded = [s for s in spec.sources if s.convert and s.file and (store / s.file).is_file()]
-        if not path.is_file() and downloaded:
+        if installed and spec.sha256 and sha256_file(path) != spec.sha256.lower():  # truncated or replaced
+            installed = False
+            note = f"damaged (its SHA-256 is not the spec's): re-install with {spec.install_hint()}"
+        elif not installed and downloaded:
             note = f"weights downloaded, not converted: lookalike-live models convert {spec.name}"
-        elif not path.is_file():
+        elif not installed:
             note = spec.install_hint()
         rows.append(
-            ModelStatus(spec.name, spec.kind, path.is_file(), str(path), spec.output.dim if spec.output else None, note,
+            ModelStatus(spec.name, spec.kind, installed, str(path), spec.output.dim if spec.output else None, note,
                         default=spec.name == default)
         )
     return rows

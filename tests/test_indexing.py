@@ -362,3 +362,17 @@ def test_a_build_killed_at_any_point_ends_like_an_uninterrupted_one(point: str, 
     assert idents.keys() == ref_idents.keys() and current and ref_current
     for iid, (ident, count, rep, vec) in idents.items():
         assert (ident, count, rep) == ref_idents[iid][:3] and np.allclose(vec, ref_idents[iid][3], atol=1e-4)
+
+
+def test_index_drop_asks_for_yes_then_deletes(small_celeba: Path, model_store: Path, tmp_path: Path) -> None:
+    env = _env(model_store, tmp_path / "data")
+    built = _build(env, small_celeba, "--limit", "8")
+    cmd = [sys.executable, "-m", "lookalike_live.cli", "index", "drop"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and f"deletes {built['gallery']['faces']} faces" in refused.stderr
+    assert "--yes" in refused.stderr
+    dropped = subprocess.run([*cmd, "--yes", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert dropped.returncode == 0, dropped.stderr[-2000:]
+    assert json.loads(dropped.stdout)["faces"] == built["gallery"]["faces"]
+    assert _cli(env, "index", "stats", "--json")["exists"] is False
+    assert not (tmp_path / "data" / "gallery.db.lookalike-index" / "faces").exists()

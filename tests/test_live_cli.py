@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -89,12 +93,22 @@ def test_run_errors_are_clear(models_env: LiveGallery, hamilton_clip: Path, tmp_
     assert "video file not found" in error(["run", "--source", str(tmp_path / "nope.mp4"), "--headless", *base])
     assert "--headless" in error(["run", "--source", str(hamilton_clip), *base])
     assert "unsupported source URL scheme" in error(["run", "--source", "ftp://cam/x", "--headless", *base])
-    msg = error(["run", "--source", "rtsp://127.0.0.1:9/none", "--headless", "--connect-timeout", "2", *base])
-    assert "no frame from rtsp://127.0.0.1:9/none" in msg and "within 2 s" in msg
-    # a gallery without the collection names the command that builds it
+    # a refused port and a missing webcam: said at once (3 attempts, not --connect-timeout), with the
+    # cause the watchdog saw, naming only flags that exist
+    for source, cause in (("rtsp://127.0.0.1:9/none", "connection refused by 127.0.0.1:9"),
+                          ("webcam:7", "no camera at that index")):
+        t0 = time.monotonic()
+        msg = error(["run", "--source", source, "--headless", *base])
+        assert time.monotonic() - t0 < 10 and f"no frame from {source} (3 attempts" in msg and cause in msg, msg
+        flags = set(re.findall(r"--[a-z][a-z-]+", msg))
+        assert flags <= {"--connect-timeout", "--rtsp-transport"}, flags
+        help_text = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "run", "--help"], capture_output=True,
+                                   text=True, timeout=60).stdout
+        assert all(f in help_text for f in flags)
+    # a gallery that does not exist is named, with the command that builds it, and not created
     msg = error(["run", "--source", str(hamilton_clip), "--headless", "--model", "mobilefacenet", "--backend", "onnx",
                  "--milvus-uri", str(tmp_path / "empty.db")])
-    assert "index build" in msg or "does not exist" in msg
+    assert "index build" in msg and not (tmp_path / "empty.db").exists()
     # a missing model names the install command
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(tmp_path / "no-models"))
     assert "lookalike-live models fetch" in error(["run", "--source", str(hamilton_clip), "--headless", *base])

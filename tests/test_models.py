@@ -70,6 +70,21 @@ def test_wrong_checksum_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
     assert list(store.iterdir()) == []  # no half-written or temporary file
 
 
+def test_a_damaged_model_is_listed_damaged_and_a_bad_file_never_replaces_a_good_one(tmp_path: Path,
+                                                                                   shared_models: Path) -> None:
+    store = tmp_path / "store"
+    good = models.fetch("mobilefacenet", store=store, from_dir=shared_models)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "mobilefacenet.onnx").write_bytes(good.read_bytes()[:100_000])  # a truncated copy
+    with pytest.raises(ChecksumError):  # already installed: the file given is still read and checked
+        models.fetch("mobilefacenet", store=store, from_dir=bad)
+    assert models.sha256_file(good) == models.get_spec("mobilefacenet").sha256  # the good one stays
+    good.write_bytes(good.read_bytes()[:100_000])  # now the installed file itself is damaged
+    row = {r.name: r for r in models.list_models(store)}["mobilefacenet"]
+    assert not row.installed and row.note.startswith("damaged") and "models fetch mobilefacenet" in row.note
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
 

@@ -139,7 +139,7 @@ class WebcamSource(_OpenCvSource):
             cap.release()
             raise SourceError(
                 f"cannot open webcam {self.index}: no camera at that index, or it is in use by another "
-                "program (see list_webcams() / the GUI's source list for the cameras found)"
+                "program (the app's source list shows the cameras found)"
             )
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, float(self.size[0]))

@@ -280,13 +280,14 @@ class Gallery:
                 f"collection {self.collection!r} on {self.shown_uri} holds {info['dim']}-d vectors"
                 f"{' from model ' + repr(info['model']) if info['model'] else ''}, but model {model!r} makes "
                 f"{dim}-d vectors: use another collection (--collection {self.collection}_{slug(model)}) "
-                f"or drop this one (Gallery.drop()) and rebuild it"
+                f"or delete this one (`lookalike-live index drop --collection {self.collection} --yes`) and rebuild it"
             )
         if info["model"] and model and info["model"] != model:
             raise ModelMismatchError(
                 f"collection {self.collection!r} on {self.shown_uri} was built with model {info['model']!r}, not "
                 f"{model!r}: similarities between the two models mean nothing. Use --model {info['model']}, "
-                f"another collection (--collection {self.collection}_{slug(model)}), or drop and rebuild it"
+                f"another collection (--collection {self.collection}_{slug(model)}), or delete this one "
+                f"(`lookalike-live index drop --collection {self.collection} --yes`) and rebuild it"
             )
 
     def drop(self) -> None:
