@@ -203,6 +203,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:  # native libraries' INFO lines only with -v
+        from .quiet import filter_native_stderr
+
+        filter_native_stderr()
     _setup_logging(args)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
