@@ -240,6 +240,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     _emit(args, result, human)
+    # it did its work unless every camera ended in an error it cannot retry (a file that does not
+    # open, an events file that cannot be written); a camera still reconnecting is waited for
+    cameras: dict[str, dict[str, Any]] = result["cameras"]  # type: ignore[assignment]
+    ended = [n for n, c in cameras.items() if c.get("status") in ("error", "failed")]
+    if ended and len(ended) == len(cameras):
+        log.error("no camera could be monitored: %s",
+                  "; ".join(f"{n}: {cameras[n].get('error') or cameras[n].get('status')}" for n in ended))
+        return 1
     return 0
 
 

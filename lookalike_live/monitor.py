@@ -323,6 +323,8 @@ class Monitor:
                 status, error = "failed", str(c.engine.failure) or type(c.engine.failure).__name__
             elif self.outputs is not None and self.outputs.failure is not None:  # the events file failed
                 status, error = "failed", str(self.outputs.failure)
+            elif status in ("error", "reconnecting", "stalled") and c.engine.capture is not None:
+                error = c.engine.capture.stats().last_error or None  # why the camera is not live
             out[name] = {"status": status, "fps": d["fps"], "frames": d["counters"]["frames"],
                          "drops": d["counters"]["capture_drops"], "reconnects": d["counters"]["reconnects"],
                          "search_available": d["search_available"],

@@ -21,6 +21,9 @@ import threading
 #: threads' writes interleave ("[model_load.cc:402] ..."). Lines that say ERROR or FATAL always pass.
 _INFO = re.compile(rb"^(INFO: |WARNING: |[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] )")
 _TAG = re.compile(rb"^\[[\w/.-]+\.(cc|cpp|h):\d+\] ")
+#: OpenCV's "[ WARN:0@1.7] global cap.cpp:212 ..." and FFmpeg's "[mov,mp4,... @ 0x7f..] ..." lines:
+#: the error a user needs is in lookalike-live's own message (e.g. "cannot open video file ...")
+_LIBS = re.compile(rb"^\[ ?(WARN|INFO|DEBUG):\d+@[\d.]+\] |^\[[\w,.-]+ @ 0x[0-9a-f]+\] ")
 _SEVERE = re.compile(rb"ERROR|FATAL|^[EF]\d{4} ")
 
 
@@ -28,7 +31,7 @@ def is_noise(line: bytes) -> bool:
     """Whether a line a native library wrote to stderr is information to hide (see the module doc)."""
     if _SEVERE.search(line):
         return False
-    return bool(_INFO.match(line) or _TAG.match(line.lstrip()))
+    return bool(_INFO.match(line) or _TAG.match(line.lstrip()) or _LIBS.match(line))
 
 
 _installed = False

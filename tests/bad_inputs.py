@@ -75,7 +75,7 @@ def make_image_corpus(root: Path, photos: list[Path]) -> list[Case]:
     add("bomb.png", "a PNG claiming 40000x40000 pixels", False, _png_claiming(40000, 40000))
     add("text.jpg", "a text file named .jpg", False, b"this is not an image\n" * 40)
     (bad / "folder.jpg").mkdir()  # a folder named like an image: never a file, never a crash
-    (bad / "loop").symlink_to(bad, target_is_directory=True)  # a symlink loop
+    (bad / "loop").symlink_to(".", target_is_directory=True)  # a symlink loop (relative: copies loop too)
     shutil.copy(photos[2], bad / "Ünïcødé 名前.jpg")
     cases.append(Case(bad / "Ünïcødé 名前.jpg", "a non-ASCII file name", True))
     return cases

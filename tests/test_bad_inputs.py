@@ -127,3 +127,55 @@ def test_run_over_broken_videos(hamilton_clip: Path, env: dict[str, str], galler
     for name in ("moov_less", "empty", "text"):
         proc = _cli(env, "run", "--source", str(videos[name]), "--headless", *db, *MODEL)
         assert proc.returncode == 2 and "cannot open video file" in proc.stderr, (name, proc.stderr[-2000:])
+
+
+def test_eval_identify_over_the_corpus(corpus: tuple[Path, list[Case]], env: dict[str, str]) -> None:
+    root, cases = corpus
+    proc = _cli(env, "eval", "identify", "--dataset", str(root), "--format", "folders", "--gallery-per-id", "1",
+                "--json", "--no-progress", *MODEL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    reasons = {c.what: res["skipped"][str(c.path.relative_to(root))]
+               for c in cases if str(c.path.relative_to(root)) in res["skipped"]}
+    assert {c.what for c in cases if not c.readable} <= set(reasons), reasons
+    assert res["images"] == len(cases) and res["faces"] + len(res["skipped"]) == len(cases)
+
+
+def test_monitor_over_broken_videos(hamilton_clip: Path, env: dict[str, str], gallery_copy: LiveGallery,  # noqa: F811
+                                    tmp_path: Path) -> None:
+    """Broken cameras beside a good one: the good one is monitored, each broken one is reported
+    with its reason; when every camera is broken the exit code says the monitor did nothing."""
+    from shutil import which
+
+    if which("ffmpeg") is None:
+        pytest.skip("ffmpeg not found: install the package 'ffmpeg'")
+    videos = make_video_corpus(tmp_path / "videos", hamilton_clip)
+    broken = [f"--camera={name}={videos[name]}" for name in ("moov_less", "empty", "text")]
+    events = tmp_path / "events.jsonl"
+    common = ["--events", str(events), "--duration", "4", "--json", "--milvus-uri", gallery_copy.uri, *MODEL]
+    proc = _cli(env, "monitor", f"--camera=good={hamilton_clip}", *broken, *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cams = json.loads(proc.stdout)["cameras"]
+    assert cams["good"]["frames"] > 0
+    for name in ("moov_less", "empty", "text"):
+        assert cams[name]["status"] == "error" and "cannot open video file" in cams[name]["error"], cams[name]
+    assert not [line for line in proc.stderr.splitlines() if line.startswith(("[ WARN", "[mov,"))]  # native noise
+    proc = _cli(env, "monitor", *broken, *common)
+    assert proc.returncode == 1 and "no camera could be monitored" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_index_build_vggface2_layout_over_the_corpus(corpus: tuple[Path, list[Case]], env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    import shutil
+
+    root, cases = corpus
+    vgg = tmp_path / "vggface2"
+    shutil.copytree(root, vgg / "train", symlinks=True)
+    (vgg / "identity_meta.csv").write_bytes(b"Class_ID, Name, Sample_Num, Flag, Gender\n"
+                                            b"person_a, \"Ada\\xff\", 2, 1, f\nbroken line\n")
+    proc = _cli(env, "index", "build", "--dataset", str(vgg), "--format", "vggface2", "--no-progress", "--json", *MODEL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    assert res["faces"] + len(res["skipped"]) == res["images"] == len(cases)
+    assert {c.what for c in cases if not c.readable} <= {
+        c.what for c in cases if f"train/{c.path.relative_to(root)}" in res["skipped"]}
