@@ -32,8 +32,12 @@ def check_output_path(flag: str, path: Path, suffix: str | None = None) -> None:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: cannot create its folder ({exc.strerror or exc})") from exc
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag} {path}: its folder {parent} is not writable")
+    probe = parent / f".{path.name}.{os.getpid()}.writable"
+    try:  # really create a file there: permission bits say nothing for root, or on /proc, or read-only mounts
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write in its folder {parent} ({exc.strerror or exc})") from exc
 
 
 def counting(text: str) -> int:

@@ -61,7 +61,8 @@ def test_embed_over_the_corpus(corpus: tuple[Path, list[Case]], env: dict[str, s
 def test_embed_refuses_a_bad_out_before_any_work_and_a_broken_model_at_once(
         corpus: tuple[Path, list[Case]], env: dict[str, str], model_store: Path, tmp_path: Path) -> None:
     root, _ = corpus
-    for out, why in ((tmp_path, "is a folder"), (tmp_path / "faces.txt", "must end in .npz")):
+    for out, why in ((tmp_path, "is a folder"), (tmp_path / "faces.txt", "must end in .npz"),
+                     (Path("/proc/faces.npz"), "cannot write in its folder /proc")):  # writable to os.access as root
         proc = _cli(env, "embed", str(root), "--out", str(out), *MODEL)
         assert proc.returncode == 2 and why in proc.stderr, proc.stderr[-2000:]
     broken = tmp_path / "store"
