@@ -180,3 +180,19 @@ def test_index_build_vggface2_layout_over_the_corpus(corpus: tuple[Path, list[Ca
     assert res["faces"] + len(res["skipped"]) == res["images"] == len(cases)
     assert {c.what for c in cases if not c.readable} <= {
         c.what for c in cases if f"train/{c.path.relative_to(root)}" in res["skipped"]}
+
+
+def test_every_readable_case_decodes_to_upright_bgr(corpus: tuple[Path, list[Case]]) -> None:
+    from lookalike_live.errors import ImageReadError
+    from lookalike_live.imageio import read_image
+
+    root, cases = corpus
+    upright = read_image(root / "person_b" / "grey.png").shape  # the same face, stored upright
+    for case in cases:
+        if not case.readable:
+            with pytest.raises(ImageReadError):
+                read_image(case.path)
+            continue
+        img = read_image(case.path)
+        assert img.dtype.name == "uint8" and img.ndim == 3 and img.shape[2] == 3, case.what
+    assert read_image(root / "person_b" / "exif_rotated.jpg").shape == upright  # stored on its side, shown upright
