@@ -61,3 +61,15 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
 def test_bad_choice_is_rejected_by_argparse(flag: str) -> None:
     proc = cli("embed", "x", "--out", "y.npz", flag, "bogus", check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["index", "build", "--dataset", "x", "--limit", "-5"], "argument --limit: must be 1 or more, got -5"),
+    (["index", "build", "--dataset", "x", "--workers", "0"], "argument --workers: must be 1 or more, got 0"),
+    (["run", "--source", "x", "--headless", "--max-frames", "two"], "argument --max-frames: 'two' is not a whole number"),
+    (["run", "--source", "webcam:0", "--headless", "--threshold", "nan"], "threshold must be a finite number, got nan"),
+    (["match", "x.jpg", "--threshold", "1.5"], "threshold must be <= 1.0, got 1.5"),
+])
+def test_numbers_out_of_range_are_refused_before_any_work(argv: list[str], message: str) -> None:
+    proc = cli(*argv, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1000:]

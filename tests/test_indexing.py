@@ -168,6 +168,8 @@ def test_model_dimension_mismatch_is_refused(tmp_path: Path, model_store: Path, 
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "512" in proc.stderr and "128" in proc.stderr
+    # the way out it names is a command that exists (it named a Python call, Gallery.drop())
+    assert "`lookalike-live index drop --collection faces --yes`" in proc.stderr and "Gallery.drop" not in proc.stderr
 
 
 def _prepared_vs_whole(path: Path, model_store: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object, float]:
