@@ -42,6 +42,7 @@ def test_no_secret_reaches_logs_errors_events_or_json(model_store: Path, gallery
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "unreachable" in proc.stderr, proc.stderr[-2000:]
     assert SECRET not in proc.stderr + proc.stdout and "root:***@127.0.0.1" in proc.stderr
+    assert "check the host, port and --token" in proc.stderr and "--milvus-token" not in proc.stderr  # flags that exist
 
     events = tmp_path / "events.jsonl"
     camera = f"door=rtsp://admin:{SECRET}@127.0.0.1:{_closed_port()}/s?token={SECRET}"
