@@ -10,6 +10,7 @@ import collections
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,13 @@ def default_uri() -> str:
 def is_lite_uri(uri: str) -> bool:
     """True for a Milvus Lite URI (a local path ending in ``.db``, as pymilvus decides)."""
     return uri.endswith(".db") and "://" not in uri
+
+
+def check_collection_name(name: str) -> None:
+    """Milvus's rule for collection names; the name is also a folder of the local index cache."""
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", name):
+        raise ConfigError(f"collection name {name!r} is not valid: start with a letter or '_', then "
+                          "letters, digits and '_' only (--collection)")
 
 
 def validate_uri(uri: str) -> str:

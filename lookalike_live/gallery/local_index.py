@@ -476,19 +476,3 @@ def _topk(sims: np.ndarray, cand: np.ndarray, k: int, out_s: np.ndarray, out_r: 
     top = top[np.argsort(-sims[top], kind="stable")]
     out_s[:kk] = sims[top]
     out_r[:kk] = cand[top]
-
-
-
-
-def accumulate_identities(vecs: np.ndarray, idents: Sequence[str], names: Sequence[str], dim: int
-                ) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, str]]:
-    codes: dict[str, int] = {}
-    labels = np.fromiter((codes.setdefault(s, len(codes)) for s in idents), np.int64, len(idents))
-    sums = np.zeros((len(codes), dim), np.float64)
-    np.add.at(sums, labels, vecs)
-    counts = np.bincount(labels, minlength=len(codes))
-    display: dict[str, str] = {}
-    for ident, nm in zip(idents, names, strict=True):
-        display.setdefault(ident, nm)
-    return ({s: sums[c] for s, c in codes.items()}, {s: int(counts[c]) for s, c in codes.items()}, display)
-

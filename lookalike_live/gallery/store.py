@@ -5,7 +5,6 @@ through :class:`~lookalike_live.gallery.matcher.Matcher` (:meth:`Gallery.matcher
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 import uuid
@@ -17,9 +16,10 @@ import numpy as np
 
 from .. import faults
 from ..config import MATCH_BY
-from ..errors import ConfigError, DimensionMismatchError, GalleryError, GalleryMissingError, ShapeError
+from ..errors import DimensionMismatchError, GalleryError, GalleryMissingError, ShapeError
 from ..redact import redact_url
 from ..types import Match
+from .centroids import centroid_rows
 from .common import (
     FACE_OUTPUT,
     HNSW_EF,
@@ -42,10 +42,10 @@ from .common import (
     attach_thumbnails,
     b64_to_thumb,
     centroid_hits,
+    check_collection_name,
     collection_schema,
     default_uri,
     hits_to_matches,
-    identity_id,
     is_lite_uri,
     is_not_loaded,
     lite_connect,
@@ -57,7 +57,7 @@ from .common import (
     to_gallery_error,
     validate_uri,
 )
-from .local_index import LocalIndex, accumulate_identities, held_thumbnails, rep_key, search_local
+from .local_index import LocalIndex, held_thumbnails, search_local
 from .snapshot import Snapshots
 
 if TYPE_CHECKING:
@@ -94,9 +94,7 @@ class Gallery:
         self.match_by = match_by
         self._warned_no_centroids = False
         self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", collection):  # Milvus's rule; also a cache folder name
-            raise ConfigError(f"collection name {collection!r} is not valid: start with a letter or '_', then "
-                              "letters, digits and '_' only (--collection)")
+        check_collection_name(collection)
         self.uri = validate_uri(uri or default_uri())
         self.collection = collection
         self.identities_collection = f"{collection}_identities"
@@ -549,7 +547,7 @@ class Gallery:
             rows = local.identity_rows()
             local.pin_representatives(self.thumbnails)  # the live overlay shows these photos
         else:
-            rows = self._centroid_rows(dim, batch_size)
+            rows = centroid_rows(self.iterate, dim, batch_size)
         state = self._identities_state()
         if state == "old":  # made by an older version: derived data, so recreate it
             self._call("drop_collection", self._client.drop_collection, self.identities_collection)
@@ -571,33 +569,6 @@ class Gallery:
         log.info("identity centroids: %d identities (%d removed) in %.1f s", len(rows), len(stale),
                  time.perf_counter() - t0)
         return len(rows)
-
-    def _centroid_rows(self, dim: int, batch_size: int) -> list[dict[str, Any]]:
-        """Identity rows from two passes over the faces collection: sums, then representatives."""
-        sums: dict[str, np.ndarray] = {}
-        counts: dict[str, int] = {}
-        display: dict[str, str] = {}
-        for batch in self.iterate(["vector", "identity", "name"], batch_size):
-            v = np.asarray([r["vector"] for r in batch], np.float32)
-            s, c, d = accumulate_identities(v, [r["identity"] for r in batch], [r["name"] for r in batch], dim)
-            for key, val in s.items():
-                if key in sums:
-                    sums[key] += val
-                    counts[key] += c[key]
-                else:
-                    sums[key], counts[key], display[key] = val, c[key], d[key]
-        cent = {k: (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32) for k, v in sums.items()}
-        best: dict[str, tuple[tuple[float, int], int, str, str]] = {}
-        for batch in self.iterate(["vector", "identity", "dataset", "image_path"], batch_size):
-            for r in batch:
-                if r["identity"] not in cent:  # written between the two passes: in the next rebuild
-                    continue
-                sim = float(np.dot(np.asarray(r["vector"], np.float32), cent[r["identity"]]))
-                rank = (float(rep_key(sim)), -int(r["id"]))  # the nearest; a tie to the smaller id
-                if r["identity"] not in best or rank > best[r["identity"]][0]:
-                    best[r["identity"]] = (rank, int(r["id"]), str(r["dataset"]), str(r["image_path"]))
-        return [{"id": identity_id(k), "vector": cent[k], "identity": k, "name": display[k], "count": counts[k],
-                 "face_id": best[k][1], "dataset": best[k][2], "image_path": best[k][3]} for k in cent if k in best]
 
     def iterate(self, fields: list[str], batch_size: int, collection: str | None = None) -> Iterable[list[dict]]:
         name = collection or self.collection
