@@ -198,6 +198,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("urllib3", "PIL", "matplotlib", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:  # faiss's loader logs every CPU variant it could not load, with its traceback
+        logging.getLogger("faiss").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,3 +49,7 @@ def test_index_build_quiet_prints_no_native_lines_and_verbose_does(model_store: 
     loud = subprocess.run([*base, "-v", *args, "--milvus-uri", str(tmp_path / "other.db")], capture_output=True,
                           text=True, env=env, timeout=300)
     assert loud.returncode == 0 and any(is_noise(line.encode()) for line in loud.stderr.splitlines())
+    # at the default level too: lookalike-live's own INFO lines, not the libraries' (faiss's loader)
+    plain = subprocess.run([*base, "index", "stats", "--milvus-uri", str(tmp_path / "other.db")], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert plain.returncode == 0 and "ModuleNotFoundError" not in plain.stderr and "faiss" not in plain.stderr.lower()
