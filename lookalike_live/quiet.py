@@ -10,6 +10,7 @@ native side (see :func:`is_noise`) still get through."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -29,6 +30,8 @@ _SEVERE = re.compile(rb"ERROR|FATAL|^[EF]\d{4} ")
 
 def is_noise(line: bytes) -> bool:
     """Whether a line a native library wrote to stderr is information to hide (see the module doc)."""
+    if not line.strip():  # an empty line: what is left when two threads' writes interleave
+        return True
     if _SEVERE.search(line):
         return False
     return bool(_INFO.match(line) or _TAG.match(line.lstrip()) or _LIBS.match(line))
@@ -62,6 +65,11 @@ def filter_native_stderr() -> None:
     sys.stderr = open(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",  # noqa: SIM115 - for the process
                       errors="backslashreplace", closefd=False)
 
+    def write(data: bytes) -> None:
+        # the terminal went away: keep draining anyway, or native writers would block on a full pipe
+        with contextlib.suppress(OSError):
+            os.write(real, data)
+
     def forward() -> None:
         pending = b""
         while True:
@@ -71,13 +79,15 @@ def filter_native_stderr() -> None:
                 chunk = b""
             if not chunk:
                 if pending and not is_noise(pending):
-                    os.write(real, pending)
+                    write(pending)
                 return
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if len(pending) > 65536:  # a very long line without a newline: pass it on as it is
+                lines, pending = [*lines, pending], b""
             kept = b"".join(line + b"\n" for line in lines if not is_noise(line))
             if kept:
-                os.write(real, kept)
+                write(kept)
 
     reader = threading.Thread(target=forward, name="native-stderr", daemon=True)
     reader.start()

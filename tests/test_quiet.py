@@ -16,6 +16,7 @@ SEEN = [  # lines MediaPipe/LiteRT/absl wrote on an index build of the sample (2
     b"WARNING: Logging before InitGoogle() is written to STDERR",
     b"W0000 00:00:1796136258.675329    6263 inference_runner_litert.cc:1433] Input tensor memory is not aligned",
     b"[model_load.cc:402] Sparsity tensors may not yet be fully supported.",  # two threads' writes interleaved
+    b"",  # what is left of a line then
 ]
 
 
@@ -53,3 +54,19 @@ def test_index_build_quiet_prints_no_native_lines_and_verbose_does(model_store: 
     plain = subprocess.run([*base, "index", "stats", "--milvus-uri", str(tmp_path / "other.db")], capture_output=True,
                            text=True, env=env, timeout=300)
     assert plain.returncode == 0 and "ModuleNotFoundError" not in plain.stderr and "faiss" not in plain.stderr.lower()
+
+
+def test_native_writers_never_block_when_the_terminal_is_gone() -> None:
+    """The terminal closes (a pipe to `head`, a closed ssh session): the filter keeps draining, so
+    a native library writing to fd 2 never blocks on a full pipe (it would hang the job)."""
+    code = ("import os\nfrom lookalike_live.quiet import filter_native_stderr\nfilter_native_stderr()\n"
+            "for i in range(4000):\n    os.write(2, b'E0000 00:00:1.5  9 x.cc:3] a line that passes the filter\\n')\n"
+            "print('done')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None and proc.stdout is not None
+    proc.stderr.close()  # nobody reads stderr any more: writes to it fail with EPIPE
+    try:
+        assert proc.wait(timeout=60) == 0  # a hang fails here (TimeoutExpired)
+        assert proc.stdout.read().strip() == b"done"
+    finally:
+        proc.kill()
