@@ -268,7 +268,8 @@ class Matcher:
                 client = await self._get_client()
                 rows = await asyncio.wait_for(client.get(self.gallery.collection, ids=missing, output_fields=["thumbnail"],
                                                          timeout=self.timeout), self.timeout)
-                fetched = {int(r["id"]): b64_to_thumb(r.get("thumbnail")) for r in rows}
+                fetched: dict[int, bytes | None] = dict.fromkeys(missing)  # a face gone since: no photo, not asked again
+                fetched.update({int(r["id"]): b64_to_thumb(r.get("thumbnail")) for r in rows})
                 local.keep_thumbnails(fetched)
                 held.update(fetched)
                 with self._lock:
