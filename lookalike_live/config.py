@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +109,20 @@ def _explain(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"]) or "?"
-        kind, got = err["type"], err.get("input")
+        kind = err["type"]
+        got = "'***'" if key == "token" else redact_text(repr(err.get("input")))  # never echo a secret back
         if kind == "extra_forbidden":
             problems.append(f"unknown setting {key!r}; known: {', '.join(sorted(Settings.model_fields))}")
         elif kind == "literal_error" and key in CHOICES:
-            problems.append(f"{key} must be one of {', '.join(CHOICES[key])}, got {got!r}")
+            problems.append(f"{key} must be one of {', '.join(CHOICES[key])}, got {got}")
         elif kind in _WANTED:
-            problems.append(f"{key} {_WANTED[kind]}, got {got!r}")
+            problems.append(f"{key} {_WANTED[kind]}, got {got}")
         elif kind in ("greater_than_equal", "less_than_equal"):
             sign = ">=" if kind == "greater_than_equal" else "<="
             bound = err.get("ctx", {}).get("ge" if sign == ">=" else "le")
-            problems.append(f"{key} must be {sign} {bound}, got {got!r}")
+            problems.append(f"{key} must be {sign} {bound}, got {got}")
         else:
-            problems.append(f"{key}: {err['msg']}, got {got!r}")
+            problems.append(f"{key}: {err['msg']}, got {got}")
     return problems
 
 

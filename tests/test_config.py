@@ -133,6 +133,9 @@ def test_settings_are_validated_by_type_and_range_with_the_key_and_its_origin(tm
     with pytest.raises(ConfigError, match="Settings: match_by must be one of identity, face"):
         Settings(match_by="crowd")
     assert "s3cret" not in repr(Settings(token="s3cret")) and Settings(token="s3cret").token == "s3cret"
+    with pytest.raises(ConfigError) as err:  # a refused secret is not echoed back
+        Settings(token=12345, milvus_uri=["http://root:s3cret@h:19530"])
+    assert "12345" not in str(err.value) and "s3cret" not in str(err.value)
 
 
 def test_a_collection_name_cannot_leave_its_folder() -> None:
