@@ -227,12 +227,16 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         "cameras": {name: {**summaries.get(name, {}), **health.get(name, {})} for name in monitor.cameras},
         "events": str(config.events), "event_count": monitor.writer.count if monitor.writer else 0,
         "snapshots": monitor.snapshots, "seconds": round(time.monotonic() - t0, 3),
+        # events and snapshots the writer thread dropped because it fell behind (its queue was full)
+        "outputs_dropped": monitor.outputs.dropped if monitor.outputs is not None else 0,
         "metrics_port": monitor.metrics_port,
     }
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"monitored {len(r['cameras'])} camera(s) for {r['seconds']} s: {r['event_count']} events "
-                 f"in {r['events']}, {r['snapshots']} snapshots"]
+                 f"in {r['events']}, {r['snapshots']} snapshots"
+                 + (f", {r['outputs_dropped']} events or snapshots dropped (the disk fell behind)"
+                    if r["outputs_dropped"] else "")]
         for name, c in r["cameras"].items():
             lines.append(f"  {name}: {c.get('frames', 0)} frames, {c.get('tracks', 0)} tracks, "
                          f"{c.get('decided_tracks', 0)} decided, {c.get('reconnects', 0)} reconnects, "

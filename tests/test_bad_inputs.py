@@ -156,8 +156,9 @@ def test_monitor_over_broken_videos(hamilton_clip: Path, env: dict[str, str], ga
     common = ["--events", str(events), "--duration", "4", "--json", "--milvus-uri", gallery_copy.uri, *MODEL]
     proc = _cli(env, "monitor", f"--camera=good={hamilton_clip}", *broken, *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cams = json.loads(proc.stdout)["cameras"]
-    assert cams["good"]["frames"] > 0
+    summary = json.loads(proc.stdout)
+    cams = summary["cameras"]
+    assert cams["good"]["frames"] > 0 and summary["outputs_dropped"] == 0
     for name in ("moov_less", "empty", "text"):
         assert cams[name]["status"] == "error" and "cannot open video file" in cams[name]["error"], cams[name]
     assert not [line for line in proc.stderr.splitlines() if line.startswith(("[ WARN", "[mov,"))]  # native noise
