@@ -69,8 +69,8 @@ log = logging.getLogger("lookalike_live.gallery")
 class Gallery:
     """A face gallery in Milvus (Milvus Lite file by default, or any Milvus URI).
 
-    Sync methods are for builds and tools; live video uses :meth:`searcher` (an
-    :class:`AsyncSearcher`). All Milvus failures surface as :class:`GalleryError`;
+    Sync methods are for builds and tools; live video uses :meth:`matcher` (a
+    :class:`~lookalike_live.gallery.matcher.Matcher`). All Milvus failures surface as :class:`GalleryError`;
     "cannot reach Milvus" as :class:`GalleryUnavailableError`, within ``timeout`` seconds.
 
     ``match_by`` (what :meth:`search` ranks): "face" (default here) = single photos; "identity" =
