@@ -52,7 +52,7 @@ PROP_CENTROIDS_OF = "lookalike.centroids_of"
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF = 80
-#: seconds after which a live searcher asks a server again whether identity centroids exist
+#: seconds after which a live matcher asks a server again whether identity centroids exist
 CENTROIDS_RECHECK_S = 60.0
 
 #: Milvus's default indexCoord.segment.minSegmentNumRowsToEnableIndex

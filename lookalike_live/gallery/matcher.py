@@ -178,7 +178,7 @@ class Matcher:
         try:
             fut.result(timeout=timeout)
         except Exception:  # noqa: BLE001
-            log.debug("async searcher shutdown incomplete", exc_info=True)
+            log.debug("matcher shutdown incomplete", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=timeout)
         self._local_pool.shutdown(wait=False, cancel_futures=True)
