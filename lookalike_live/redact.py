@@ -13,24 +13,34 @@ _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()]+")
 HIDDEN = "***"
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password and secret-named query values replaced by ``***``."""
+def _rewrite(url: str, mask: str | None) -> str:
+    """``url`` with its password and its secret-named query values replaced by ``mask``, or
+    removed when ``mask`` is None (the user name stays)."""
     try:
         parts = urlsplit(url)
         password, port = parts.password, parts.port
     except ValueError:
         return url
+    if mask is None and not (parts.scheme and parts.netloc):
+        return url  # a file path, webcam:0: nothing to store differently
     netloc = parts.netloc
     if password is not None:
-        netloc = f"{parts.username or ''}:{HIDDEN}@{parts.hostname or ''}" + (f":{port}" if port is not None else "")
+        user = parts.username or ""
+        login = f"{user}:{mask}@" if mask is not None else (f"{user}@" if user else "")
+        netloc = login + (parts.hostname or "") + (f":{port}" if port is not None else "")
     query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(SECRET_NAME.search(k) for k, _ in pairs):
-            query = "&".join(f"{quote(k)}={HIDDEN if SECRET_NAME.search(k) else quote(v)}" for k, v in pairs)
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    if any(SECRET_NAME.search(k) for k, _ in pairs):
+        query = "&".join(f"{quote(k)}={mask if SECRET_NAME.search(k) else quote(v)}" for k, v in pairs
+                         if mask is not None or not SECRET_NAME.search(k))
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password and secret-named query values replaced by ``***``."""
+    return _rewrite(url, HIDDEN)
 
 
 def redact_text(text: str) -> str:
@@ -41,18 +51,4 @@ def redact_text(text: str) -> str:
 def strip_secrets(url: str) -> str:
     """``url`` as it may be stored (settings, history): without its password (the user name
     stays) and without secret-named query parameters. Not a URL: unchanged."""
-    try:
-        parts = urlsplit(url)
-        password, port = parts.password, parts.port
-    except ValueError:
-        return url
-    if not parts.scheme or not parts.netloc:
-        return url
-    netloc = parts.netloc
-    if password is not None:
-        user = f"{parts.username}@" if parts.username else ""
-        netloc = f"{user}{parts.hostname or ''}" + (f":{port}" if port is not None else "")
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    kept = [(k, v) for k, v in pairs if not SECRET_NAME.search(k)]
-    query = parts.query if len(kept) == len(pairs) else "&".join(f"{quote(k)}={quote(v)}" for k, v in kept)
-    return urlunsplit(SplitResult(parts.scheme, netloc, parts.path, query, parts.fragment))
+    return _rewrite(url, None)
