@@ -473,7 +473,8 @@ class Gallery:
             if not with_thumbnails:
                 return out
             held, missing = held_thumbnails(local, out)
-            fetched = self.thumbnails(missing)
+            fetched: dict[int, bytes | None] = dict.fromkeys(missing)  # a face gone since: no photo, not asked again
+            fetched.update(self.thumbnails(missing))
             local.keep_thumbnails(fetched)
             return attach_thumbnails(out, {**held, **fetched})
         if by == "identity":
@@ -494,7 +495,7 @@ class Gallery:
         gen = str(self.info().get("generation", ""))
         if self._centroids_ok is not None and self._centroids_ok[0] == gen and not refresh:
             return self._centroids_ok[1]
-        ok = self._identities_state() == "current" and self._count(self.identities_collection) > 0
+        ok = self._identities()[0] == "current" and self._count(self.identities_collection) > 0
         self._centroids_ok = (gen, ok)
         if not ok and not self._warned_no_centroids:
             self._warned_no_centroids = True
@@ -508,20 +509,19 @@ class Gallery:
         after a build that was killed before (or while) it made them, or after faces were written
         since: ``index build`` then makes them again."""
         info = self.describe(refresh=True)
-        if info is None or self._identities_state() != "current":
+        state, props = self._identities()
+        if info is None or state != "current":
             return False
-        props = self._call("describe_collection", self._client.describe_collection,
-                           self.identities_collection).get("properties") or {}
         return bool(info.get("generation")) and props.get(PROP_CENTROIDS_OF) == info["generation"]
 
-    def _identities_state(self) -> str:
-        """The identities collection: "absent", "old" (no representative faces: an older version
-        made it) or "current"."""
+    def _identities(self) -> tuple[str, dict[str, Any]]:
+        """The identities collection's state, "absent", "old" (no representative faces: an older
+        version made it) or "current", and its properties."""
         if not self._call("has_collection", self._client.has_collection, self.identities_collection):
-            return "absent"
-        fields = {f["name"] for f in self._call("describe_collection", self._client.describe_collection,
-                                                self.identities_collection).get("fields", [])}
-        return "current" if "face_id" in fields else "old"
+            return "absent", {}
+        desc = self._call("describe_collection", self._client.describe_collection, self.identities_collection)
+        fields = {f["name"] for f in desc.get("fields", [])}
+        return ("current" if "face_id" in fields else "old"), dict(desc.get("properties") or {})
 
     def _search_centroids(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
         if not self.centroids_ready():
@@ -548,7 +548,7 @@ class Gallery:
             local.pin_representatives(self.thumbnails)  # the live overlay shows these photos
         else:
             rows = centroid_rows(self.iterate, dim, batch_size)
-        state = self._identities_state()
+        state, _ = self._identities()
         if state == "old":  # made by an older version: derived data, so recreate it
             self._call("drop_collection", self._client.drop_collection, self.identities_collection)
         if state != "current":
