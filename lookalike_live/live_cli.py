@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .capture.specs import RTSP_TRANSPORTS
 from .cliutil import Opt, check_output_path, counting
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
@@ -296,7 +297,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--connect-timeout", type=float, default=20.0, metavar="S",
                    help="live sources: give up when no frame arrives within S seconds (default 20), or "
                    f"after {GIVE_UP_AFTER} failed attempts in a row")
-    p.add_argument("--rtsp-transport", choices=("auto", "tcp", "udp"), default="auto",
+    p.add_argument("--rtsp-transport", choices=RTSP_TRANSPORTS, default="auto",
                    help="RTSP: RTP over the RTSP connection (tcp), over UDP, or auto (TCP, then UDP; default)")
     _live_opts(p)
     model_opts(p)

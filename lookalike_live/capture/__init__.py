@@ -11,7 +11,7 @@ is **BGR uint8, H x W x 3** (OpenCV's order), whose ``index`` counts frames from
 
 How a frame flows (the design in ARCHITECTURE.md, step 1)::
 
-    backend (cv2.VideoCapture) --read--> CaptureThread --put--> LatestFrameSlot --read()--> consumer
+    backend (OpenCV; PyAV for streams) --read--> CaptureThread --put--> LatestFrameSlot --read()--> consumer
 
 The slot holds one frame: a new frame replaces an unread one, which is counted as dropped, so
 a slow consumer never slows capture down and always gets the newest picture. Only an offline
@@ -25,9 +25,10 @@ exponential backoff (cap and jitter), forever, until ``stop()``. Each step is pu
 ``error``, ``stopped``) to subscribers and kept as the current status; counters (frames, drops,
 corrupt frames, read errors, reconnects, last error, measured fps) are in :meth:`CaptureThread.stats`.
 
-Every backend call is bounded: streams open with ``CAP_PROP_OPEN_TIMEOUT_MSEC`` and read with
-``CAP_PROP_READ_TIMEOUT_MSEC``, so ``stop()`` returns within its own timeout even while a camera
-does not answer; the (daemon) thread releases the backend as soon as the bounded call returns.
+Every backend call is bounded: streams open and read with PyAV's per-open timeouts, so ``stop()``
+returns within its own timeout even while a camera does not answer; the (daemon) thread releases
+the backend as soon as the bounded call returns. A backend that blocks anyway (a webcam driver)
+is reported ``stalled`` while it blocks, by a sentinel thread outside the capture thread.
 
 The one entry point for the rest of the package is :func:`open_source`::
 
@@ -35,7 +36,7 @@ The one entry point for the rest of the package is :func:`open_source`::
         frame = cap.read(timeout=1.0)      # newest Frame or None
 
 Modules: ``specs`` (parse a source), ``status`` (status, counters, backoff), ``slot`` (the
-latest-frame slot), ``sources`` (webcam, file), ``rtsp`` (streams), ``watchdog`` (the capture
+latest-value slot), ``sources`` (webcam, file), ``rtsp`` (streams), ``watchdog`` (the capture
 thread, reconnects, :func:`open_source`).
 """
 
