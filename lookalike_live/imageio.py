@@ -44,13 +44,15 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1) -> np.ndarray:
+def decode_image(data: bytes, name: str = "<bytes>", reduce: int = 1,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode encoded image bytes to BGR uint8 (H, W, 3); grey, BGRA, 16-bit and CMYK are
     converted, EXIF rotation applied. ``reduce`` (1, 2, 4 or 8) decodes at that fraction of the
-    size. Raises ImageReadError: empty, not an image, or bigger than MAX_IMAGE_PIXELS."""
+    size. ``size``: the header's (width, height) when the caller has read it already. Raises
+    ImageReadError: empty, not an image, or bigger than MAX_IMAGE_PIXELS."""
     if not data:
         raise ImageReadError(f"{name}: empty file")
-    size = image_size(data)
+    size = size or image_size(data)
     if size is not None and size[0] * size[1] / (reduce * reduce) > MAX_IMAGE_PIXELS:
         raise ImageReadError(
             f"{name}: {size[0]}x{size[1]} is {size[0] * size[1] / 1e6:.0f} megapixels, more than the "
@@ -117,7 +119,7 @@ def read_image_scaled(path: str | Path, long_side: int) -> tuple[np.ndarray, flo
     if size is not None:
         while reduce < 8 and max(size) / (2 * reduce) >= long_side:
             reduce *= 2
-    image = decode_image(data, str(path), reduce)
+    image = decode_image(data, str(path), reduce, size)
     if reduce == 1:
         return image, 1.0
     return image, max(size) / max(image.shape[:2])  # type: ignore[arg-type]
