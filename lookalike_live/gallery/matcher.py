@@ -123,10 +123,7 @@ class Matcher:
         fut: concurrent.futures.Future[list[list[Match]]] = concurrent.futures.Future()
         try:
             q = normalise(vectors, self._dim, "query vectors")
-        except GalleryError as exc:
-            fut.set_exception(exc)
-            return fut
-        except ShapeError as exc:
+        except (GalleryError, ShapeError) as exc:  # wrong shape or dimension: the future says so
             fut.set_exception(exc)
             return fut
         dropped: list[concurrent.futures.Future] = []
