@@ -258,6 +258,7 @@ def align_faces(
     border: Border = "replicate",
     antialias: bool = True,
     quality: np.ndarray | None = None,
+    points5: np.ndarray | None = None,
 ) -> FaceCrops:
     """Crop and align every face of a frame in one batch, as the embedder's ``spec`` asks.
 
@@ -270,6 +271,9 @@ def align_faces(
         border: pixels outside the frame: ``"replicate"`` the edge or ``"zero"`` (black).
         antialias: shrink the source with INTER_AREA first when a face is downscaled 2x or more.
         quality: (N,) precomputed :func:`face_quality`; computed here when None.
+        points5: (N,5,2) five points in the template's order (a dataset's annotated landmarks)
+            for ``arcface5``, used instead of the points :func:`five_points` derives from the
+            keypoints (whose mouth corners are estimated).
 
     Returns FaceCrops: ``pixels`` (N,S,S,3) uint8 in ``spec.input.color`` order (``color`` set
     accordingly), ``det_index`` (N,) int64 = 0..N-1, ``quality`` (N,) float32 in [0,1]. No
@@ -313,7 +317,12 @@ def align_faces(
                 "arcface5 alignment needs BlazeFace's 6 keypoints (N,6,2), got "
                 f"{tuple(detections.keypoints.shape)}"
             )
-        src = five_points(detections.keypoints, mouth_offset)
+        if points5 is not None:
+            src = np.asarray(points5, np.float32)
+            if src.shape != (n, 5, 2):
+                raise ShapeError(f"points5 must have shape ({n}, 5, 2), got {tuple(src.shape)}")
+        else:
+            src = five_points(detections.keypoints, mouth_offset)
         template = arcface_template(size)
         scale = float(getattr(al, "template_scale", 1.0))
         if scale != 1.0:  # about the crop's centre: below 1 the face shrinks and more of the head shows

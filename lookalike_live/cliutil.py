@@ -51,6 +51,17 @@ def counting(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """An argparse type for a whole number >= 0 (``index build --workers``: 0 is in-process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings with the flags given on the command line on top (flags > env > config file)."""
     return load_settings({k: getattr(args, k, None) for k in SETTING_KEYS})
@@ -61,6 +72,15 @@ def dataset_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", type=Path, required=True, metavar="DIR", help="dataset root folder")
     p.add_argument("--format", choices=("celeba", "folders", "vggface2"), default="celeba",
                    help="layout: celeba (Img/, Anno/), folders (ROOT/<identity>/*.jpg), vggface2")
+
+
+def annotations_opt(p: argparse.ArgumentParser) -> None:
+    """``--annotations auto|on|off``: whether gallery photos are placed by CelebA's landmark file."""
+    p.add_argument("--annotations", choices=("auto", "on", "off"), default="auto",
+                   help="CelebA: place each gallery face by the dataset's own landmarks "
+                   "(Anno/list_landmarks_celeba.txt or list_landmarks_align_celeba.txt), so no detector runs; "
+                   "photos whose landmarks are missing or unusable are detected and counted. auto (default): "
+                   "when the file is there; on: refuse to start without it; off: detect every face")
 
 
 def quick_detect_opt(p: argparse.ArgumentParser) -> None:

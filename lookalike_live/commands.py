@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cliutil import Opt, check_output_path, counting, dataset_opts, quick_detect_opt
+from .cliutil import (
+    Opt,
+    annotations_opt,
+    check_output_path,
+    counting,
+    dataset_opts,
+    non_negative,
+    quick_detect_opt,
+)
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .config import Settings
@@ -78,24 +87,23 @@ def _open_gallery(settings: Settings, create: bool = False) -> Any:
 def cmd_index_build(args: argparse.Namespace) -> int:
     from .datasets import open_dataset
     from .embed import create_embedder
-    from .indexing import BuildOptions, build_index, gallery_detector
+    from .indexing import BuildOptions, DetectorConfig, build_index, parse_shard
 
     settings = _settings(args)
-    dataset = open_dataset(args.dataset, args.format, names_csv=args.names)
-    log.info("%s: %d photos, %d identities", dataset.root, len(dataset), dataset.identities)
-
-    def make_detector() -> Any:
-        return gallery_detector(settings.detector, min_score=settings.min_face_score,
-                                small_faces=settings.small_faces, quick=args.quick_detect)
-
+    shard = parse_shard(args.shard) if args.shard else None
+    dataset = open_dataset(args.dataset, args.format, names_csv=args.names, annotations=args.annotations)
+    log.info("%s: %d photos, %d identities%s", dataset.root, len(dataset), dataset.identities,
+             f"; faces placed by {dataset.landmarks_file}" if dataset.landmarks_file else "")
+    detector = DetectorConfig(settings.detector, min_score=settings.min_face_score,
+                              small_faces=settings.small_faces, quick=args.quick_detect)
     opts = BuildOptions(batch_size=args.batch_size, insert_batch=args.insert_batch, workers=args.workers,
-                        limit=args.limit, retry_skipped=args.retry_skipped, progress=not args.no_progress)
-    # no spinning: the decode/detect workers need the cores whenever ONNX Runtime's threads are idle
+                        limit=args.limit, retry_skipped=args.retry_skipped, progress=not args.no_progress, shard=shard)
+    # no spinning: the prepare workers need the cores whenever ONNX Runtime's threads are idle
     # (measured on 2 cores, FaceNet: 52-53 vs 44-49 img/s)
     embedder = create_embedder(settings.model, backend=settings.backend, flip_tta=settings.flip_tta, spin=False)
     with _open_gallery(settings, create=True) as gallery:
         try:
-            summary = build_index(dataset, make_detector, embedder, gallery, opts).as_dict()
+            summary = build_index(dataset, detector, embedder, gallery, opts).as_dict()
         finally:
             embedder.close()
     summary["annotations_skipped"] = list(dataset.problems)  # lines and folders the dataset could not use
@@ -107,6 +115,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             f"skipped {len(r['skipped'])} photos this run, {r['previously_skipped']} skipped in earlier runs",
         ]
         lines += [f"  {k}: {v}" for k, v in list(r["skipped"].items())[:20]]
+        if r["aligned_by"]:
+            lines.append("faces placed by " + ", ".join(f"{k}: {v}" for k, v in sorted(r["aligned_by"].items()))
+                         + f" ({r['workers']} prepare workers)")
+        if r["landmark_fallbacks"]:
+            lines.append("detected instead of placed by landmarks: "
+                         + ", ".join(f"{k}: {v}" for k, v in r["landmark_fallbacks"].items()))
+        if r["shard"]:
+            lines.append(f"shard {r['shard']}: when every shard is done, run `lookalike-live index centroids` once")
         if r["annotations_skipped"]:
             lines.append(f"{len(r['annotations_skipped'])} annotation lines or folders not used:")
             lines += [f"  {p}" for p in r["annotations_skipped"][:20]]
@@ -131,6 +147,20 @@ def cmd_index_drop(args: argparse.Namespace) -> int:
         gallery.drop()
     out = {"dropped": settings.collection, "faces": stats["faces"], "uri": stats["uri"]}
     _emit(args, out, lambda r: f"dropped collection {r['dropped']} ({r['faces']} faces) at {r['uri']}")
+    return 0
+
+
+def cmd_index_centroids(args: argparse.Namespace) -> int:
+    from .indexing import finish_gallery
+
+    settings = _settings(args)
+    with _open_gallery(settings) as gallery:
+        t0 = time.perf_counter()
+        finish_gallery(gallery)
+        stats = gallery.stats()
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    _emit(args, stats, lambda r: f"made the centroids of {r.get('identities')} identities from {r.get('faces')} "
+          f"faces in {r['seconds']} s ({r.get('uri')} / {r.get('collection')})")
     return 0
 
 
@@ -243,8 +273,15 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     q.add_argument("--limit", type=counting, help="index only the first N photos")
     q.add_argument("--batch-size", type=counting, default=32, help="faces per embedding batch (default 32)")
     q.add_argument("--insert-batch", type=counting, default=256, help="rows per Milvus upsert (default 256)")
-    q.add_argument("--workers", type=counting, default=2, help="decode/detect threads (default 2)")
+    q.add_argument("--workers", type=non_negative, metavar="N",
+                   help="processes that read, decode, align (and detect) photos beside the embedder; default: "
+                   "the cores the embedder leaves (all but one with a GPU, at least 1); 0: in this process")
+    q.add_argument("--shard", metavar="I/N",
+                   help="build only part I of N (0 <= I < N) of the dataset, split by photo id, so N machines or "
+                   "scheduler tasks (e.g. a Kubernetes indexed Job) fill one Milvus server together; afterwards "
+                   "run `index centroids` once")
     q.add_argument("--retry-skipped", action="store_true", help="retry photos skipped by earlier runs")
+    annotations_opt(q)
     quick_detect_opt(q)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     model_opts(q)
@@ -256,6 +293,13 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     gallery_opts(q)
     json_opt(q)
     q.set_defaults(func=cmd_index_stats)
+    q = isub.add_parser("centroids", help="make the identity centroids (after a sharded build)",
+                        description="Make each identity's centroid and representative face from the faces "
+                        "collection, and the local index copy. `index build --shard I/N` leaves this to be run once "
+                        "when every shard is done; an unsharded build does it itself.")
+    gallery_opts(q)
+    json_opt(q)
+    q.set_defaults(func=cmd_index_centroids)
     q = isub.add_parser("drop", help="delete the gallery's collections and its local index cache",
                         description="Delete the faces and identities collections (and, for Milvus Lite, the local "
                         "index cache next to the file), e.g. to rebuild with another model. Asks for --yes.")
@@ -317,7 +361,7 @@ def _eval_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from .indexing import gallery_detector
 
     settings = _settings(args)
-    dataset = open_dataset(args.dataset, args.format, names_csv=None)
+    dataset = open_dataset(args.dataset, args.format, names_csv=None, annotations=getattr(args, "annotations", "off"))
     distractors = open_dataset(args.distractors, args.distractors_format) if args.distractors else None
     # gallery photos are prepared as `index build` prepares them, queries as the live app sees faces
     build_detector = gallery_detector(settings.detector, min_score=settings.min_face_score,
@@ -444,6 +488,7 @@ def register_eval(sub: argparse._SubParsersAction, model_opts: Opt, detector_opt
                    help="remember the threshold for this model: the app, run and monitor use it unless a flag, "
                    "LOOKALIKE_THRESHOLD or the config file sets one")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    annotations_opt(p)
     quick_detect_opt(p)
     model_opts(p)
     detector_opts(p)

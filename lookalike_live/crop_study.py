@@ -63,8 +63,8 @@ def _embed_variants(items: list, analyzer: Any, gallery_detector: Any, specs: li
     mirrored: list[np.ndarray] = []
     ids: list[str] = []
     skipped: dict[str, str] = {}
-    for item, image, one in located_eval_faces(items, analyzer, gallery_detector, specs[0], gallery, skipped,
-                                               progress=progress, desc=desc):
+    for item, image, one, _ in located_eval_faces(items, analyzer, gallery_detector, specs[0], gallery, skipped,
+                                                  progress=progress, desc=desc):
         crops = np.concatenate([align_faces(image, one, s).pixels for s in specs])  # (V, S, S, 3)
         both = embedder.embed_array(np.concatenate([crops, crops[:, :, ::-1]]), flip=False)
         plain.append(both[: len(specs)])

@@ -1,13 +1,25 @@
 """Face-gallery dataset readers: CelebA, folder-per-identity (LFW style) and VGGFace2.
 
 Each reader yields :class:`GalleryItem` (one photo, its identity and display name, and an
-annotated face box when the dataset has one), in a stable order.
+annotated face box and five landmarks when the dataset has them), in a stable order.
+
+CelebA's annotations (every official download has them under ``Anno/``):
+
+* ``list_landmarks_celeba.txt`` (in-the-wild photos, ``img_celeba``) and
+  ``list_landmarks_align_celeba.txt`` (the aligned set, ``img_align_celeba``): a count line, a header
+  line ``lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x
+  rightmouth_y``, then ``image_id`` and ten whole-pixel numbers a photo. "left" is the image's left
+  (the subject's right eye), which is the order of the ArcFace template; with them ``index build``
+  runs no detector (``lookalike_live.prepare``);
+* ``list_bbox_celeba.txt`` (``image_id x_1 y_1 width height``, in-the-wild photos only): the face
+  to pick where a photo has to be detected after all.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +29,11 @@ from .imageio import IMAGE_EXTENSIONS
 log = logging.getLogger(__name__)
 
 FORMATS = ("celeba", "folders", "vggface2")
+#: ``index build --annotations``: use a dataset's landmark file when there is one (auto), insist on
+#: it (on), or detect every face (off)
+ANNOTATIONS = ("auto", "on", "off")
+#: the landmark file of each CelebA image folder
+LANDMARK_FILES = {"img_celeba": "list_landmarks_celeba.txt", "img_align_celeba": "list_landmarks_align_celeba.txt"}
 
 #: what the gallery's fields hold at most (UTF-8 bytes; gallery.common MAX_IDENTITY, MAX_NAME,
 #: MAX_PATH): a longer identity or path is refused here, with its line, instead of failing a whole
@@ -33,6 +50,9 @@ class GalleryItem:
     identity: str  # dataset identity id (CelebA: the numeric id as text)
     name: str  # display name; the identity id when the dataset has no names
     bbox: tuple[float, float, float, float] | None = None  # annotated face box, xyxy pixels
+    #: annotated landmarks, 10 numbers in CelebA's order (left eye x, y, right eye, nose, left mouth
+    #: corner, right mouth corner; "left" as seen in the image), pixels of the stored photo
+    landmarks: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,9 @@ class Dataset:
     root: Path
     items: tuple[GalleryItem, ...]
     problems: tuple[str, ...] = ()  # annotation lines that could not be used (logged, not fatal)
+    landmarks_file: str | None = None  # the landmark file read ("Anno/list_landmarks_celeba.txt"), if any
+    #: photos whose landmark line could not be used (malformed, not finite): detected instead
+    landmarks_malformed: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -50,13 +73,20 @@ class Dataset:
         return len({i.identity for i in self.items})
 
 
-def open_dataset(root: str | Path, fmt: str, names_csv: Path | None = None) -> Dataset:
-    """Read a dataset's layout and annotations. Raises ConfigError with what is missing."""
+def open_dataset(root: str | Path, fmt: str, names_csv: Path | None = None, annotations: str = "auto") -> Dataset:
+    """Read a dataset's layout and annotations. ``annotations`` (:data:`ANNOTATIONS`): read CelebA's
+    landmark file when present (auto), require it (on) or ignore it (off). Raises ConfigError with
+    what is missing."""
     root = Path(root).expanduser().resolve()
+    if annotations not in ANNOTATIONS:
+        raise ConfigError(f"unknown --annotations {annotations!r}; use one of {', '.join(ANNOTATIONS)}")
+    if annotations == "on" and fmt != "celeba":
+        raise ConfigError(f"--annotations on reads CelebA's landmark file, but --format is {fmt}; "
+                          "use --annotations auto (or off) for this dataset")
     if not root.is_dir():
         raise ConfigError(f"dataset folder {root} does not exist")
     if fmt == "celeba":
-        return _celeba(root, names_csv)
+        return _celeba(root, names_csv, annotations)
     if fmt == "folders":
         return _folders(root, "folders")
     if fmt == "vggface2":
@@ -72,7 +102,7 @@ def _find(root: Path, *candidates: str) -> Path | None:
     return None
 
 
-def _celeba(root: Path, names_csv: Path | None) -> Dataset:
+def _celeba(root: Path, names_csv: Path | None, annotations: str = "auto") -> Dataset:
     img_dir = _find(root, "Img/img_celeba", "Img/img_align_celeba", "img_celeba", "img_align_celeba")
     ident_file = _find(root, "Anno/identity_CelebA.txt", "identity_CelebA.txt")
     if img_dir is None or ident_file is None:
@@ -120,6 +150,19 @@ def _celeba(root: Path, names_csv: Path | None) -> Dataset:
                     continue
                 boxes[parts[0]] = (x, y, x + w, y + h)
 
+    landmarks: dict[str, tuple[float, ...]] = {}
+    malformed: set[str] = set()
+    mark_file = None
+    if annotations != "off":
+        wanted = LANDMARK_FILES.get(img_dir.name, LANDMARK_FILES["img_celeba"])
+        mark_file = _find(root, f"Anno/{wanted}", wanted)
+        if mark_file is None and annotations == "on":
+            raise ConfigError(
+                f"--annotations on: {root} has no Anno/{wanted} (every CelebA download has it, beside "
+                f"identity_CelebA.txt); copy it there, or use --annotations auto to detect the faces instead")
+        if mark_file is not None:
+            landmarks, malformed = _read_landmarks(mark_file, problems)
+
     names: dict[str, str] = {}
     names_csv = names_csv or _find(root, "Anno/identity_names.csv", "identity_names.csv")
     if names_csv is not None:
@@ -127,12 +170,43 @@ def _celeba(root: Path, names_csv: Path | None) -> Dataset:
 
     items = tuple(
         GalleryItem(img_dir / fname, f"{img_dir.name}/{fname}", ident, _cut(names.get(ident, f"CelebA #{ident}")),
-                    boxes.get(fname))
+                    boxes.get(fname), landmarks.get(fname))
         for fname, ident in identities
     )
     if problems:
         log.warning("%d annotation lines not used in %s (first: %s)", len(problems), root, problems[0])
-    return Dataset("celeba", root, items, tuple(problems))
+    return Dataset("celeba", root, items, tuple(problems),
+                   landmarks_file=None if mark_file is None else mark_file.relative_to(root).as_posix(),
+                   landmarks_malformed=frozenset(f"{img_dir.name}/{f}" for f in malformed))
+
+
+def _read_landmarks(path: Path, problems: list[str]) -> tuple[dict[str, tuple[float, ...]], set[str]]:
+    """CelebA's landmark file: {photo: 10 numbers}, and the photos whose line could not be used (a
+    wrong number of fields, a value that is not a finite number): those are detected instead."""
+    marks: dict[str, tuple[float, ...]] = {}
+    bad: set[str] = set()
+    for lineno, line in _text_lines(path, problems):
+        parts = line.split()
+        if not parts or (lineno == 1 and len(parts) == 1 and parts[0].isdigit()):
+            continue  # blank, or the count line
+        if Path(parts[0]).suffix.lower() not in IMAGE_EXTENSIONS:
+            if lineno > 2:  # the header line is "lefteye_x lefteye_y ..."
+                problems.append(f"{path.name}:{lineno}: cannot parse {line[:80]!r}")
+            continue
+        try:
+            values = tuple(float(v) for v in parts[1:])
+        except ValueError:
+            values = ()
+        if len(values) != 10 or not all(math.isfinite(v) for v in values):
+            bad.add(parts[0])
+            problems.append(f"{path.name}:{lineno}: {parts[0]} needs 10 landmark numbers, got {line[len(parts[0]):].strip()[:80]!r}; "
+                            "its face is detected instead")
+            continue
+        if parts[0] in marks:
+            problems.append(f"{path.name}:{lineno}: {parts[0]} is listed again; the first kept")
+            continue
+        marks[parts[0]] = values
+    return marks, bad
 
 
 def _text_lines(path: Path, problems: list[str]) -> list[tuple[int, str]]:

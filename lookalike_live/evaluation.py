@@ -113,29 +113,35 @@ class EmbeddedSet:
 
 
 def locate_eval_face(item, analyzer, gallery_detector, spec, in_gallery: bool):
-    """(image, the one face) of a labelled photo as the evaluation sees it, or None without a face:
-    a gallery photo as ``index build`` prepares it (:func:`lookalike_live.indexing.locate_face` with
-    ``gallery_detector``), any other photo as the live app sees a face (``analyzer.detect`` on the
-    whole photo). Raises LookalikeError for an unreadable photo."""
+    """(image, the one face, its five annotated points (1,5,2) or None) of a labelled photo as the
+    evaluation sees it, or None without a face: a gallery photo as ``index build`` prepares it (by
+    its annotated landmarks when the dataset has usable ones, :func:`lookalike_live.prepare.locate_by_landmarks`,
+    else :func:`lookalike_live.prepare.locate_face` with ``gallery_detector``), any other photo as the
+    live app sees a face (``analyzer.detect`` on the whole photo). Raises LookalikeError for an
+    unreadable photo."""
     from .imageio import read_image
-    from .indexing import choose_face, locate_face
+    from .prepare import choose_face, locate_by_landmarks, locate_face
 
     if in_gallery:
+        if item.landmarks is not None:
+            placed = locate_by_landmarks(item, spec)
+            if not isinstance(placed, str):
+                return placed[0], placed[2], placed[3]
         found = locate_face(item, gallery_detector, spec)
-        return None if found is None else (found[0], found[2])
+        return None if found is None else (found[0], found[2], None)
     image = read_image(item.path)
     dets = analyzer.detect(image)
     if not len(dets):
         return None
-    return image, dets[[choose_face(dets, item.bbox)]]
+    return image, dets[[choose_face(dets, item.bbox)]], None
 
 
 def located_eval_faces(items: Sequence[Any], analyzer: Any, gallery_detector: Any, spec: Any,
                        gallery: frozenset[str] | set[str], skipped: dict[str, str], *, progress: bool = True,
-                       desc: str = "eval") -> Iterator[tuple[Any, np.ndarray, Any]]:
-    """(item, image, its one face) for each item as the evaluation sees it (:func:`locate_eval_face`),
-    with a progress bar; an item whose photo cannot be read or shows no face goes into ``skipped``
-    with the reason and is left out."""
+                       desc: str = "eval") -> Iterator[tuple[Any, np.ndarray, Any, np.ndarray | None]]:
+    """(item, image, its one face, annotated points or None) for each item as the evaluation sees it
+    (:func:`locate_eval_face`), with a progress bar; an item whose photo cannot be read or shows no
+    face goes into ``skipped`` with the reason and is left out."""
     from tqdm import tqdm
 
     from .errors import LookalikeError
@@ -149,7 +155,7 @@ def located_eval_faces(items: Sequence[Any], analyzer: Any, gallery_detector: An
         if found is None:
             skipped[item.rel_path] = "no face found"
             continue
-        yield item, found[0], found[1]
+        yield item, found[0], found[1], found[2]
 
 
 def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool = True,
@@ -176,10 +182,10 @@ def embed_dataset(dataset, analyzer, *, limit: int | None = None, progress: bool
     skipped: dict[str, str] = {}
     embedder = analyzer.embedder
     t0 = time.perf_counter()
-    for item, image, one in located_eval_faces(items, analyzer, gallery_detector, embedder.spec, gallery, skipped,
-                                               progress=progress, desc=desc):
+    for item, image, one, points in located_eval_faces(items, analyzer, gallery_detector, embedder.spec, gallery,
+                                                       skipped, progress=progress, desc=desc):
         try:
-            crops = align_faces(image, one, embedder.spec)
+            crops = align_faces(image, one, embedder.spec, points5=points)
         except LookalikeError as exc:
             skipped[item.rel_path] = str(exc)
             continue
@@ -338,7 +344,8 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     out: dict = {"dataset": dataset.name, "model": analyzer.spec.name, "images": emb.images,
                  "faces": len(emb.vectors), "skipped": emb.skipped, "seconds": round(emb.seconds, 2),
                  "images_per_second": round(emb.images / emb.seconds, 2) if emb.seconds > 0 else None,
-                 "gallery_detector": repr(gallery_detector) if gallery_detector is not None else "as the queries"}
+                 "gallery_detector": repr(gallery_detector) if gallery_detector is not None else "as the queries",
+                 "gallery_landmarks": getattr(dataset, "landmarks_file", None)}
     ids = emb.identities
     held = np.isin(ids, sorted(held_ids))
     if len(set(ids[~held].tolist())) < 2:

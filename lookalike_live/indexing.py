@@ -1,19 +1,24 @@
 """Offline gallery build: dataset photos -> one aligned face each -> embeddings -> Milvus.
 
-Design (for throughput on few cores and safety under interruption):
+Design (for throughput on few cores and on many, and for safety under interruption):
 
-* ``workers`` threads read, decode and detect (one MediaPipe detector per thread; OpenCV and
-  MediaPipe release the GIL) and hand over one aligned crop per photo, in order
-  (:func:`prepare_face`): big JPEGs are decoded at a reduced scale, and the short-range detector's
-  face is kept when it is big and sure (:func:`gallery_detector`), because on 2 cores every
-  core-millisecond a photo costs outside the embedder slows the build;
-* the calling thread embeds crops in batches of ``batch_size`` and upserts rows in batches of
+* ``workers`` processes (:mod:`lookalike_live.workers`) read, decode and align each photo
+  (:mod:`lookalike_live.prepare`): placed by the dataset's annotated landmarks where it has them
+  (CelebA), so no detector runs, else detected (one MediaPipe detector per worker; big JPEGs decoded
+  at a reduced scale; the short-range detector's face kept when it is big and sure). Crops come
+  back through shared memory; ``workers=0`` prepares in this process (no processes: debugging,
+  tiny datasets);
+* this process embeds crops in batches of ``batch_size`` and upserts rows in batches of
   ``insert_batch``; each row's primary key is a stable hash of (dataset, relative path, face
   index), so a re-run never duplicates and a killed run resumes: photos whose id is already in
   the collection are skipped before any work, and photos that failed before (no face, unreadable)
-  are remembered in a small state file next to the embedded gallery and skipped on resume;
-* one face per photo: the face that best overlaps the dataset's annotated box when there is
-  one, else the largest (gallery photos are portraits; bystanders are not the labelled identity).
+  are remembered in a small state file next to the embedded gallery and skipped on resume; a kill
+  costs only the photos in flight (at most one insert batch and what the workers hold);
+* ``shard=(i, n)`` builds the photos whose id is ``i`` modulo ``n``: n machines (or a scheduler's
+  n tasks) fill one Milvus server together, each with its own part; the identity centroids are
+  made once at the end (``index centroids``), not by each shard;
+* one face per photo: the annotated one (landmarks, else the face that best overlaps the annotated
+  box), else the largest (gallery photos are portraits; bystanders are not the labelled identity).
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,26 +48,24 @@ from .errors import (
     ModelNotInstalledError,
     UnknownModelError,
 )
-from .imageio import read_image_scaled
-from .parallel import prefetch_map
-from .types import FaceDetections
+from .prepare import (  # noqa: F401 - the names callers know from here
+    ALIGN_MIN_FRACTION,
+    QUICK_MIN_SCORE,
+    QUICK_MIN_SIZE,
+    THUMB_SIZE,
+    WORK_SIDE,
+    DetectorConfig,
+    PrepareConfig,
+    PreparedFace,
+    Preparer,
+    choose_face,
+    gallery_detector,
+    locate_face,
+    prepare_face,
+)
 
 log = logging.getLogger(__name__)
 
-THUMB_SIZE = 96
-#: Big JPEGs are decoded at 1/2, 1/4 or 1/8 scale while their longer side stays >= WORK_SIDE px
-#: (the detector sees 128-192 px anyway); a chosen face whose box is then smaller than
-#: ALIGN_MIN_FRACTION of the embedder's input is read again at a larger scale, so a crop never
-#: has fewer source pixels than it needs. (CelebA: decode 1.5 -> 1.0 core-ms a photo.)
-WORK_SIDE = 640
-ALIGN_MIN_FRACTION = 0.8
-#: quick detection (:func:`gallery_detector`): the short-range model's face is kept when it spans at
-#: least QUICK_MIN_SIZE of the photo's longer side and scores at least QUICK_MIN_SCORE. Looser rules
-#: are faster but wrong too often: at (0.15, any score) 43 of the CelebA fixture's 1,000 gallery
-#: crops came out unlike the full-range crop (cosine < 0.6), the full-range one nearer the person's
-#: other photos in 38; at (0.2, 0.9) 2 of the 683 photos kept.
-QUICK_MIN_SIZE = 0.2
-QUICK_MIN_SCORE = 0.9
 #: errors that no other photo would escape: they stop the build (after saving what is embedded)
 #: instead of skipping photo after photo
 FATAL_ERRORS: tuple[type[BaseException], ...] = (
@@ -75,29 +78,21 @@ INTERNAL_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True, eq=False)
-class PreparedFace:
-    item: GalleryItem
-    crop: np.ndarray  # (S,S,3) uint8 in the embedder's colour order
-    quality: float
-    bbox: tuple[float, float, float, float]
-    thumbnail: bytes  # JPEG of the face, THUMB_SIZE square
-
-
 @dataclass
 class BuildOptions:
     batch_size: int = 32
     insert_batch: int = 256
-    workers: int = 2
+    workers: int | None = None  # prepare processes; None: the cores left beside the embedder; 0: in this process
     limit: int | None = None
     retry_skipped: bool = False
     progress: bool = True
+    shard: tuple[int, int] | None = None  # (i, n): only the photos whose face id is i modulo n
 
 
 @dataclass
 class BuildSummary:
     dataset: str
-    images: int = 0  # photos in the dataset (after --limit)
+    images: int = 0  # photos in the dataset (after --limit and --shard)
     already_indexed: int = 0
     processed: int = 0
     faces: int = 0  # rows inserted by this run
@@ -107,6 +102,12 @@ class BuildSummary:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     insert_seconds: float = 0.0
+    workers: int = 0
+    worker_restarts: int = 0
+    shard: str | None = None
+    aligned_by: dict[str, int] = field(default_factory=dict)  # "landmarks" / "detector" -> photos
+    #: why photos of a dataset with a landmark file were detected instead -> photos
+    landmark_fallbacks: dict[str, int] = field(default_factory=dict)
     gallery: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,73 +119,16 @@ class BuildSummary:
         return d
 
 
-def choose_face(dets: FaceDetections, annotated: tuple[float, float, float, float] | None) -> int:
-    """Row of the face to index: best IoU with the annotated box if given (and > 0), else the largest."""
-    if annotated is not None and len(dets):
-        a = np.asarray(annotated, np.float32)
-        x1 = np.maximum(dets.xyxy[:, 0], a[0])
-        y1 = np.maximum(dets.xyxy[:, 1], a[1])
-        x2 = np.minimum(dets.xyxy[:, 2], a[2])
-        y2 = np.minimum(dets.xyxy[:, 3], a[3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        iou = inter / (dets.area + (a[2] - a[0]) * (a[3] - a[1]) - inter + 1e-9)
-        if iou.max() > 0:
-            return int(np.argmax(iou))
-    return int(np.argmax(dets.area))
-
-
-def gallery_detector(model: str = "full", *, store: Path | None = None, min_score: float = 0.5,
-                     small_faces: str = "off", quick: bool = True) -> Any:
-    """The detector ``index build`` uses on gallery photos: ``model`` with the short-range model as
-    fallback (close-ups the full-range model misses) and, when ``quick`` and ``model`` is full
-    range, the short-range model first, its face kept when it is big and sure (QUICK_MIN_SIZE,
-    QUICK_MIN_SCORE: 68 % of the CelebA fixture's photos), so detection costs ~2 instead of
-    ~4.6 core-ms there. Gallery and queries need not come from the same detector: on the CelebA
-    fixture (MobileFaceNet, gallery built so, queries detected full range as the live app does)
-    top-1 is the same as with a full-range gallery (`eval identify --no-quick-detect` compares)."""
-    from .detect import FaceDetector
-
-    first = "short" if quick and model in ("full", "blazeface-full") else None
-    return FaceDetector(model, store=store, min_score=min_score, small_faces=small_faces,  # type: ignore[arg-type]
-                        running_mode="image", fallback="short", first=first, first_min_size=QUICK_MIN_SIZE,
-                        first_min_score=QUICK_MIN_SCORE)
-
-
-def locate_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE
-                ) -> tuple[np.ndarray, float, FaceDetections] | None:
-    """Read one gallery photo (see WORK_SIDE) and pick its face (:func:`choose_face`): (image,
-    scale, the one face in that image's pixels), the photo re-read larger when the face has too few
-    pixels for the embedder ``spec``'s crop; None when the photo has no face. Raises
-    LookalikeError (e.g. ImageReadError) for an unreadable photo."""
-    image, scale = read_image_scaled(item.path, work_side)
-    dets = detector.detect(image)
-    if len(dets) == 0:
-        return None
-    annotated = None if item.bbox is None else tuple(v / scale for v in item.bbox)
-    one = dets[[choose_face(dets, annotated)]]  # type: ignore[arg-type]
-    side = float(one.side[0])
-    need = ALIGN_MIN_FRACTION * float(spec.input.size)
-    if scale > 1.0 and side < need:  # too few pixels for the crop at this scale: read it bigger
-        bigger, bigger_scale = read_image_scaled(item.path, math.ceil(max(image.shape[:2]) * need / max(side, 1.0)))
-        one = one.scaled(scale / bigger_scale)
-        image, scale = bigger, bigger_scale
-    return image, scale, one
-
-
-def prepare_face(item: GalleryItem, detector: Any, spec: Any, work_side: int = WORK_SIDE) -> PreparedFace | None:
-    """:func:`locate_face`, then the face aligned for the embedder ``spec``; None when the photo has
-    no face. ``bbox`` comes back in the photo's own pixels."""
-    from .align import align_faces
-    from .gallery import encode_thumbnail
-
-    found = locate_face(item, detector, spec, work_side)
-    if found is None:
-        return None
-    image, scale, one = found
-    crops = align_faces(image, one, spec)
-    return PreparedFace(item, crops.pixels[0], float(crops.quality[0]),
-                        tuple(float(v) * scale for v in one.xyxy[0]),  # type: ignore[arg-type]
-                        encode_thumbnail(image, one.xyxy[0], size=THUMB_SIZE))
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; ConfigError otherwise."""
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4: the first of 4 parts), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {text}: I must be 0 to N-1 and N at least 1 (e.g. 0/4 .. 3/4)")
+    return i, n
 
 
 class _StateFile:
@@ -222,87 +166,71 @@ def state_file_for(uri: str, collection: str, dataset: str) -> Path:
 
 def build_index(
     dataset: Dataset,
-    make_detector: Callable[[], Any],
+    detector: DetectorConfig,
     embedder: Any,
     gallery: Any,
     options: BuildOptions | None = None,
 ) -> BuildSummary:
-    """Index ``dataset`` into ``gallery`` (see the module doc). ``make_detector()`` builds one
-    IMAGE-mode FaceDetector per worker thread. Returns the summary; never raises for a bad photo
-    (skipped and listed), raises for what would fail every photo (FATAL_ERRORS: a model missing or
-    broken) after saving what is embedded."""
+    """Index ``dataset`` into ``gallery`` (see the module doc). ``detector``: how photos without
+    usable landmarks are detected. Returns the summary; never raises for a bad photo (skipped and
+    listed), raises for what would fail every photo (FATAL_ERRORS: a model missing or broken,
+    INTERNAL_ERRORS: a bug) after saving what is embedded."""
     from .gallery import face_id
+    from .workers import WorkerPool, default_workers
 
     t_start = time.perf_counter()
     opts = options or BuildOptions()
     spec = embedder.spec
     items = list(dataset.items[: opts.limit] if opts.limit else dataset.items)
-    summary = BuildSummary(dataset=dataset.name, images=len(items), identities=len({i.identity for i in items}))
-    # the first detector loads (MediaPipe's import and models: ~0.6 s) while the embedder and the
-    # gallery get ready, instead of after them; a detector model that is missing fails here, at once
-    first_detector = make_detector()
-
-    def load_first() -> None:
-        try:
-            getattr(first_detector, "prepare", lambda: None)()
-        except Exception:  # noqa: BLE001 - its first detect() prepares again and raises it there
-            log.debug("loading the face detector failed", exc_info=True)
-
-    warm = threading.Thread(target=load_first, name="warm-detector", daemon=True)
-    warm.start()
+    ids = [face_id(dataset.name, it.rel_path, 0) for it in items]
+    if opts.shard is not None:
+        i, n = opts.shard
+        kept = [(it, fid) for it, fid in zip(items, ids, strict=True) if fid % n == i]
+        items, ids = [it for it, _ in kept], [fid for _, fid in kept]
+    workers = default_workers(embedder) if opts.workers is None else opts.workers
+    summary = BuildSummary(dataset=dataset.name, images=len(items), identities=len({i.identity for i in items}),
+                           workers=workers, shard=None if opts.shard is None else f"{opts.shard[0]}/{opts.shard[1]}")
+    config = PrepareConfig(spec, detector, landmark_file=dataset.landmarks_file is not None,
+                           landmarks_malformed=dataset.landmarks_malformed)
+    # worker processes start (imports: ~1 s) while the embedder and the gallery get ready
+    pool = WorkerPool(config, workers, batch=opts.batch_size) if workers > 0 else None
+    if pool is not None:
+        pool.__enter__()
     try:
         embedder.prepare()
         gallery.ensure(dim=embedder.dim, model=spec.name)
-        ids = np.array([face_id(dataset.name, it.rel_path, 0) for it in items], dtype=np.int64)
-        existing = gallery.existing_ids(ids.tolist())
+        existing = gallery.existing_ids(ids)
     except BaseException:
-        warm.join()
-        first_detector.close()
+        if pool is not None:
+            pool.close()
         raise
     state = _StateFile(state_file_for(gallery.uri, gallery.collection, dataset.name))
     old_skips = {} if opts.retry_skipped else state.load()
-    todo = [(it, int(i)) for it, i in zip(items, ids, strict=True)
-            if int(i) not in existing and it.rel_path not in old_skips]
-    # never one id twice in a build (the dataset readers already drop a photo listed twice)
-    first: dict[int, tuple[GalleryItem, int]] = {}
-    for it, fid in todo:
-        first.setdefault(fid, (it, fid))
-    todo = list(first.values())
+    todo: dict[int, GalleryItem] = {}  # never one id twice in a build (the readers drop a photo listed twice)
+    for it, fid in zip(items, ids, strict=True):
+        if fid not in existing and it.rel_path not in old_skips:
+            todo.setdefault(fid, it)
     summary.already_indexed = len(existing)
     summary.previously_skipped = sum(
-        1 for it, i in zip(items, ids, strict=True) if int(i) not in existing and it.rel_path in old_skips
-    )
+        1 for it, i in zip(items, ids, strict=True) if i not in existing and it.rel_path in old_skips)
     if summary.already_indexed:
         log.info("resuming: %d of %d photos already indexed", summary.already_indexed, len(items))
-
-    local = threading.local()
-    detectors: list[Any] = []
-    spare = [first_detector]
-    spare_lock = threading.Lock()
-
-    def prepare(entry: tuple[GalleryItem, int]) -> PreparedFace | None:
-        item, _ = entry
-        det = getattr(local, "detector", None)
-        if det is None:
-            with spare_lock:
-                det = spare.pop() if spare else None
-            if det is None:
-                det = make_detector()
-            else:
-                warm.join()
-            local.detector = det
-            detectors.append(det)
-        return prepare_face(item, det, spec)
 
     batch: list[tuple[PreparedFace, int]] = []
     rows: list[dict[str, Any]] = []
     new_skips: dict[str, str] = {}
+    aligned_by: Counter[str] = Counter()
+    fallbacks: Counter[str] = Counter()
 
     def embed_batch() -> None:
         if not batch:
             return
         t0 = time.perf_counter()
-        vecs = embedder.embed_array(np.stack([p.crop for p, _ in batch]))
+        pixels = np.stack([p.crop for p, _ in batch])  # from the workers' ring straight into the batch
+        if pool is not None:
+            for p, _ in batch:
+                pool.release(p)
+        vecs = embedder.embed_array(pixels)
         summary.embed_seconds += time.perf_counter() - t0
         for (p, fid), v in zip(batch, vecs, strict=True):
             rows.append({
@@ -320,15 +248,29 @@ def build_index(
             summary.insert_seconds += time.perf_counter() - t0
             faults.point("build:after-upsert")
             summary.faces += len(rows)
-            log.info("saved %d faces (%d this run)", len(rows), summary.faces)
+            log.info("saved %d faces (%d this run; %d photos read)", len(rows), summary.faces, summary.processed)
             rows.clear()
         state.add(new_skips)  # after the rows: a skip is remembered only once what came before is saved
         new_skips.clear()
 
+    def results() -> Iterator[tuple[int, GalleryItem, PreparedFace | None, BaseException | None]]:
+        if pool is not None:
+            yield from pool.imap(todo.items())
+            return
+        preparer = Preparer(config)
+        try:
+            for fid, item in todo.items():
+                try:
+                    yield fid, item, preparer.prepare(item), None
+                except Exception as exc:  # noqa: BLE001 - judged below: skipped, or the build stops
+                    yield fid, item, None, exc
+        finally:
+            preparer.close()
+
     bar = tqdm(total=len(todo), unit="img", desc=f"index {dataset.name}", disable=not opts.progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        for (item, fid), prepared, err in prefetch_map(prepare, todo, workers=opts.workers, ahead=4 * opts.batch_size):
+        for fid, item, prepared, err in results():
             bar.update(1)
             summary.processed += 1
             if isinstance(err, FATAL_ERRORS + INTERNAL_ERRORS):
@@ -341,6 +283,10 @@ def build_index(
                 new_skips[item.rel_path] = summary.skipped[item.rel_path] = "no face found"
                 log.debug("no face in %s", item.rel_path)
             else:
+                aligned_by[prepared.how] += 1
+                if prepared.fallback:
+                    fallbacks[prepared.fallback] += 1
+                    log.debug("%s: %s; detected instead", item.rel_path, prepared.fallback)
                 batch.append((prepared, fid))
                 if len(batch) >= opts.batch_size:
                     embed_batch()
@@ -349,7 +295,7 @@ def build_index(
         embed_batch()
         insert_rows()
     except BaseException:
-        # interrupted (Ctrl-C) or a fatal gallery error: keep what is already embedded
+        # interrupted (Ctrl-C) or a fatal error: keep what is already embedded
         try:
             embed_batch()
             insert_rows()
@@ -359,15 +305,29 @@ def build_index(
         raise
     finally:
         bar.close()
-        warm.join()
-        for det in detectors + spare:
-            det.close()
+        summary.aligned_by, summary.landmark_fallbacks = dict(aligned_by), dict(fallbacks)
+        if pool is not None:
+            summary.worker_restarts = pool.restarts
+            pool.close()
     faults.point("build:after-last-upsert")
     gallery.flush()
-    gallery.warm_local_index()  # a resumed or added-to gallery: its in-process copy made and saved now
-    # also when this run added nothing: a build killed before its centroids left them missing or stale
-    if summary.faces or (gallery.count() and not gallery.centroids_current()):
-        gallery.rebuild_centroids()
+    if fallbacks:
+        log.warning("%d photos with a landmark file were detected instead: %s", sum(fallbacks.values()),
+                    ", ".join(f"{k} {v}" for k, v in fallbacks.most_common()))
+    if opts.shard is not None:
+        log.info("shard %s done; when every shard is, run `lookalike-live index centroids` once "
+                 "(with the same --milvus-uri and --collection)", summary.shard)
+    else:
+        finish_gallery(gallery, changed=summary.faces > 0)
     summary.seconds = time.perf_counter() - t_start
     summary.gallery = gallery.stats()
     return summary
+
+
+def finish_gallery(gallery: Any, changed: bool = True) -> None:
+    """What follows the last upsert (``index build``; ``index centroids`` after a sharded build):
+    the in-process copy made and saved, the identity centroids made again when faces changed or
+    they are not current (a build killed before its centroids left them missing or stale)."""
+    gallery.warm_local_index()
+    if changed or (gallery.count() and not gallery.centroids_current()):
+        gallery.rebuild_centroids()

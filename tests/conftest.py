@@ -147,3 +147,14 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path):  # type: igno
         client.close()
     except Exception:  # noqa: BLE001 - the server may be down after a fault test
         pass
+
+
+# --------------------------------------------------------------------------- CelebA annotations
+@pytest.fixture(scope="session")
+def sample_landmarks(celeba_dir: Path, model_store: Path) -> tuple[dict, dict]:
+    """Landmarks and boxes of the first 160 sample photos (by name) from our own detector, in the
+    shape CelebA's annotation files hold them (lookalike_live.bench.celeba_fixture): a stand-in,
+    never CelebA's own annotations."""
+    from lookalike_live.bench.celeba_fixture import detect_landmarks
+
+    return detect_landmarks(celeba_dir, store=model_store, limit=160)

@@ -175,7 +175,7 @@ def test_model_dimension_mismatch_is_refused(tmp_path: Path, model_store: Path, 
 def _prepared_vs_whole(path: Path, model_store: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object, float]:
     """prepare_face on ``path`` next to detecting and aligning the whole decoded photo: (the reads it
     made as (long_side, scale), its PreparedFace, the cosine of the two crops' MobileFaceNet embeddings)."""
-    from lookalike_live import indexing
+    from lookalike_live import prepare as indexing
     from lookalike_live.align import align_faces
     from lookalike_live.datasets import GalleryItem
     from lookalike_live.detect import FaceDetector
@@ -245,35 +245,26 @@ def test_a_broken_detector_model_stops_the_build_at_once(tmp_path: Path, model_s
     assert not list((tmp_path / "data").glob("builds/*.skipped.jsonl"))
 
 
-def test_an_internal_error_stops_the_build_and_keeps_what_is_done(tmp_path: Path, model_store: Path,
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_internal_error_stops_the_build_and_keeps_what_is_done(workers: str, tmp_path: Path, model_store: Path,
                                                                   celeba_dir: Path) -> None:
-    """A bug or a broken install (here: an AttributeError from the 8th photo on) is not a bad photo:
-    the build stops with it, keeps the faces embedded before it and remembers no photo as skipped."""
-    env = _env(model_store, tmp_path / "data")
-    script = (
-        "import sys\n"
-        "from lookalike_live import cli, indexing\n"
-        "real, calls = indexing.prepare_face, []\n"
-        "def faulty(*a, **k):\n"
-        "    calls.append(1)\n"
-        "    if len(calls) >= 8:\n"
-        "        raise AttributeError(\"'NoneType' object has no attribute 'shape' (injected)\")\n"
-        "    return real(*a, **k)\n"
-        "indexing.prepare_face = faulty\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
+    """A bug or a broken install (here: an AttributeError at the 8th photo, in this process or in a
+    prepare worker) is not a bad photo: the build stops with it, keeps the faces embedded before it
+    and remembers no photo as skipped."""
+    clean = _env(model_store, tmp_path / "data")
+    env = {**clean, "LOOKALIKE_FAULT": "prepare:bug@8"}
     uri = str(tmp_path / "g.db")
-    proc = subprocess.run([sys.executable, "-c", script, "index", "build", "--dataset", str(celeba_dir), "--model",
-                           MODEL, "--milvus-uri", uri, "--limit", "40", "--workers", "1", "--batch-size", "4",
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset", str(celeba_dir),
+                           "--model", MODEL, "--milvus-uri", uri, "--limit", "40", "--workers", workers, "--batch-size", "4",
                            "--insert-batch", "4", "--no-progress", "--json"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0 and "AttributeError" in proc.stderr and "injected" in proc.stderr, proc.stderr[-2000:]
     assert "skipped img_celeba" not in proc.stderr
     assert not any(p.stat().st_size for p in (tmp_path / "data").glob("builds/*.skipped.jsonl"))
     saved = _all_ids(uri, "faces")
-    assert 0 < len(saved) < 8  # the faces before the fault are kept
+    assert len(saved) == 7  # the faces before the fault are kept
     # the same build without the fault finishes the rest, no duplicates
-    out = _build(env, celeba_dir, "--milvus-uri", uri, "--limit", "40")
+    out = _build(clean, celeba_dir, "--milvus-uri", uri, "--limit", "40")
     assert out["already_indexed"] == len(saved) and out["previously_skipped"] == 0
     assert len(_all_ids(uri, "faces")) == len(set(_all_ids(uri, "faces"))) == out["already_indexed"] + out["faces"]
 

@@ -19,14 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-casia-webface", limit: int | None = None,
-        batch_size: int = 32, workers: int = 2, milvus_uri: str | None = None, quick_detect: bool = True
-        ) -> dict[str, Any]:
+        batch_size: int = 32, workers: int | None = None, milvus_uri: str | None = None, quick_detect: bool = True,
+        annotations: str = "auto") -> dict[str, Any]:
     """One build of ``dataset_dir`` (CelebA layout) into a fresh gallery next to the bare embedder.
-    ``quick_detect``: as `index build --quick-detect` (the default) or `--no-quick-detect`."""
+    ``quick_detect``: as `index build --quick-detect` (the default) or `--no-quick-detect`;
+    ``annotations`` and ``workers`` (None: the default) as `index build --annotations`, `--workers`."""
     from ..datasets import open_dataset
     from ..embed import create_embedder
     from ..gallery import Gallery
-    from ..indexing import BuildOptions, build_index, gallery_detector
+    from ..indexing import BuildOptions, DetectorConfig, build_index
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         scratch = Path(tmp)
@@ -35,14 +36,12 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-casi
         mstore, note = model_store(model, scratch, store, shared_models=None)
         embedder = create_embedder(model, backend="onnx", store=mstore, spin=False)  # as `index build`
         spec = embedder.spec
-        dataset = open_dataset(dataset_dir, "celeba")
+        dataset = open_dataset(dataset_dir, "celeba", annotations=annotations)
         uri = milvus_uri or str(scratch / "bench.db")
 
-        def make_detector() -> Any:
-            return gallery_detector("full", store=mstore, quick=quick_detect)  # as `index build`
-
+        detector = DetectorConfig("full", store=mstore, quick=quick_detect)  # as `index build`
         with Gallery(uri, collection="bench_build") as gallery:
-            summary = build_index(dataset, make_detector, embedder, gallery,
+            summary = build_index(dataset, detector, embedder, gallery,
                                   BuildOptions(batch_size=batch_size, workers=workers, limit=limit, progress=False))
             faces = summary.faces
             # the bare embedder on as many crops, same batch size, same object
@@ -70,6 +69,8 @@ def run(dataset_dir: Path, store: Path | None = None, model: str = "facenet-casi
         "embed_seconds": round(summary.embed_seconds, 2),
         "insert_seconds": round(summary.insert_seconds, 2),
         "batch_size": batch_size,
-        "workers": workers,
+        "workers": summary.workers,
         "quick_detect": quick_detect,
+        "aligned_by": summary.aligned_by,
+        "landmark_fallbacks": summary.landmark_fallbacks,
     }

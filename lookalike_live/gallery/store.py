@@ -64,6 +64,10 @@ if TYPE_CHECKING:
     from .matcher import Matcher
 
 log = logging.getLogger("lookalike_live.gallery")
+#: a collection another build (a shard started at the same moment) is creating: how often and how long
+#: to wait for it to be complete (its index and properties) before giving up
+CREATE_WAIT_TRIES = 40
+CREATE_WAIT_S = 0.5
 
 
 class Gallery:
@@ -256,13 +260,31 @@ class Gallery:
         """Create the faces and identities collections if absent (and load them); refuse a dimension
         mismatch (:class:`DimensionMismatchError`) or a different model (:class:`ModelMismatchError`)."""
         created = False
-        if self.describe(refresh=True) is not None:
-            self.check_model(model, dim)
-        else:
-            self._create(self.collection, int(dim), model, identities=False, load=False)
-            created = True
+        for attempt in range(CREATE_WAIT_TRIES + 1):
+            try:
+                info = self.describe(refresh=True)
+                if info is None:
+                    self._create(self.collection, int(dim), model, identities=False, load=False)
+                    created = True
+                elif not info["model"] and attempt < CREATE_WAIT_TRIES:
+                    time.sleep(CREATE_WAIT_S)  # another build (a shard) is creating it right now
+                    continue
+                else:
+                    self.check_model(model, dim)
+                break
+            except GalleryError:
+                # another build created it a moment before us (its index or properties not there yet)
+                if attempt >= CREATE_WAIT_TRIES or not self._call("has_collection", self._client.has_collection,
+                                                                   self.collection):
+                    raise
+                time.sleep(CREATE_WAIT_S)
         if not self._call("has_collection", self._client.has_collection, self.identities_collection):
-            self._create(self.identities_collection, int(dim), model, identities=True, load=False)
+            try:
+                self._create(self.identities_collection, int(dim), model, identities=True, load=False)
+            except GalleryError:
+                if not self._call("has_collection", self._client.has_collection, self.identities_collection):
+                    raise
+                time.sleep(CREATE_WAIT_S)  # made by another build at the same time: let it finish
         self._load(self.collection, self.identities_collection)
         info = self.info()
         if created and self.local_index_enabled:
