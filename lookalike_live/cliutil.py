@@ -40,26 +40,24 @@ def check_output_path(flag: str, path: Path, suffix: str | None = None) -> None:
         raise ConfigError(f"{flag} {path}: cannot write in its folder {parent} ({exc.strerror or exc})") from exc
 
 
-def counting(text: str) -> int:
-    """An argparse type for counts: a whole number >= 1 (``--limit``, ``--workers``, batch sizes)."""
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {value}")
     return value
+
+
+def counting(text: str) -> int:
+    """An argparse type for counts: a whole number >= 1 (``--limit``, batch sizes)."""
+    return _whole_number(text, 1)
 
 
 def non_negative(text: str) -> int:
     """An argparse type for a whole number >= 0 (``index build --workers``: 0 is in-process)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

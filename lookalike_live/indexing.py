@@ -78,6 +78,12 @@ INTERNAL_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: Milvus Lite runs inside the build's process and seals the rows written since its last flush in
+#: one go: flushing every this many rows keeps that peak bounded (synthetic 512-d rows with
+#: thumbnails: peak RSS 1,125 -> 914 MB at 20,000 rows, 1,311 -> 1,037 MB at 40,000)
+LITE_FLUSH_EVERY = 4096
+
+
 @dataclass
 class BuildOptions:
     batch_size: int = 32
@@ -218,6 +224,7 @@ def build_index(
 
     batch: list[tuple[PreparedFace, int]] = []
     rows: list[dict[str, Any]] = []
+    since_flush = [0]
     new_skips: dict[str, str] = {}
     aligned_by: Counter[str] = Counter()
     fallbacks: Counter[str] = Counter()
@@ -242,11 +249,15 @@ def build_index(
 
     def insert_rows() -> None:
         if rows:
-            faults.point("build:before-upsert")
+            faults.point("build:before-upsert", f"{summary.processed} photos read")
             t0 = time.perf_counter()
             gallery.upsert_rows(rows)
             summary.insert_seconds += time.perf_counter() - t0
             faults.point("build:after-upsert")
+            since_flush[0] += len(rows)
+            if getattr(gallery, "is_lite", False) and since_flush[0] >= LITE_FLUSH_EVERY:  # see LITE_FLUSH_EVERY
+                gallery.flush(save_local=False)
+                since_flush[0] = 0
             summary.faces += len(rows)
             log.info("saved %d faces (%d this run; %d photos read)", len(rows), summary.faces, summary.processed)
             rows.clear()

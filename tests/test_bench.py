@@ -49,7 +49,7 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     assert f"{acc['top1']:.3f}" in text and f"{acc['tpir_at_fpir_0.01']:.3f}" in text
     assert "| Identification, facenet-casia-webface | not run: not installed" in text
     assert f"{det['detection']['full']['ms_p50']:.2f} ms/frame" in text
-    assert "Not in this run: embed, build, search, live." in text
+    assert "Not in this run: embed, build, scale, search, live." in text
     ov = res["sections"]["overlay"]["cases"]
     assert [(c["size"], c["faces"]) for c in ov] == [(s, n) for s in ("640x360", "1280x720") for n in (1, 4, 16)]
     assert all(c["headless_ms"] > 0 and c["qt_ms"] > 0 and c["cv2_reference_ms"] > 0 for c in ov)

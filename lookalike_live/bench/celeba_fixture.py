@@ -70,7 +70,10 @@ def detect_landmarks(sample: Path, store: Path | None = None, limit: int | None 
 
 
 def annotated_sample(sample: Path, dst: Path, store: Path | None = None) -> Path:
-    """``dst``: the sample with landmark and box files from our detector (see the module doc)."""
+    """``dst``: the sample with landmark and box files from our detector (see the module doc);
+    reused when ``dst`` has them already."""
+    if (dst / "Anno" / "list_landmarks_celeba.txt").is_file() and (dst / "Img" / "img_celeba").exists():
+        return dst
     (dst / "Img").mkdir(parents=True, exist_ok=True)
     link = dst / "Img" / "img_celeba"
     if not link.exists():

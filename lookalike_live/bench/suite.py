@@ -5,7 +5,9 @@ installed) and the MobileFaceNet fixture: 7 gallery photos per identity, the las
 people absent from the gallery, every improvement scored),
 ``detect`` (ms/frame and faces/frame on the Hamilton clip, alignment ms/face),
 ``embed`` (img/s per model and batch next to a bare ONNX Runtime session), ``build`` (index-build
-img/s on the CelebA sample next to the bare embedder), ``search`` (Milvus latency and recall@1
+img/s on the CelebA sample next to the bare embedder: faces placed by landmarks and by the detector,
+1 and 2 prepare workers), ``scale`` (the build's rate, memory, disk, resume cost and search latency
+on synthetic CelebA trees of 1k, 5k and 20k photos; 202,599 with --full), ``search`` (Milvus latency and recall@1
 against exact numpy search), ``live`` (fps on the clip with tracking next to every face of every
 frame), ``overlay`` (ms to lay out and draw the lookalike overlay for 1-16 faces, headless and with Qt,
 next to OpenCV boxes and ASCII labels). Each section runs in a fresh process and reports its own peak memory. Test assets come
@@ -28,7 +30,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("accuracy", "detect", "embed", "build", "search", "live", "overlay")
+SECTIONS = ("accuracy", "detect", "embed", "build", "scale", "search", "live", "overlay")
 #: The accuracy section's models: real FaceNet (from the package registry) and the MobileFaceNet fixture.
 ACCURACY_MODELS = ("facenet-casia-webface", "mobilefacenet")
 
@@ -48,7 +50,7 @@ def machine() -> dict[str, Any]:
 
 
 def run_section(name: str, shared: Path, store: Path, quick: bool = False, search_n: int = 202_599,
-                milvus_server: bool = True, plots_dir: Path | None = None) -> dict[str, Any]:
+                milvus_server: bool = True, plots_dir: Path | None = None, full: bool = False) -> dict[str, Any]:
     """One section's figures (raises on failure)."""
     if name == "accuracy":
         from ..analyzer import FaceAnalyzer
@@ -57,8 +59,11 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
         from ..evaluation import evaluate_dataset
         from ..indexing import gallery_detector
         from ..models import get_spec
+        from .celeba_fixture import annotated_sample
 
         dataset = open_dataset(shared / "testdata" / "celeba", "celeba")
+        marked_ds = open_dataset(annotated_sample(shared / "testdata" / "celeba", _bench_cache() / "celeba-annotated",
+                                                  store), "celeba")
         by_model: dict[str, Any] = {}
         for model in ACCURACY_MODELS:  # real FaceNet where installed, and the MobileFaceNet fixture beside it
             spec = get_spec(model, store)
@@ -71,6 +76,13 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
                                        match_by=settings.match_by, study=True, progress=False, gallery_detector=det,
                                        plots=plots_dir if not any("plots" in r for r in by_model.values()) else None)
             res["skipped"] = len(res["skipped"])
+            # the same split with the gallery placed by landmarks (a landmark file from our detector,
+            # celeba_fixture) instead of detected, as `index build` does with CelebA's own file
+            with FaceAnalyzer.from_settings(settings, store=store) as analyzer, gallery_detector(store=store) as det:
+                marked = evaluate_dataset(marked_ds, analyzer, gallery_per_id=7, holdout_ids=20,
+                                          match_by=settings.match_by, progress=False, gallery_detector=det)
+            res["gallery_by_landmarks"] = {k: marked.get(k) for k in
+                                           ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "queries")}
             by_model[model] = res
         return {"by_model": by_model}
     if name == "detect":
@@ -83,13 +95,23 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
         return embed.run(store, seconds=1.0 if quick else 4.0)
     if name == "build":
         from . import build
-
+        from .celeba_fixture import annotated_sample
         celeba, limit = shared / "testdata" / "celeba", 200 if quick else None
-        out = {m: build.run(celeba, store=store, model=m, limit=limit) for m in ("facenet-casia-webface", "mobilefacenet")}
-        # the same build with the full-range detector on every photo (`--no-quick-detect`), side by side
-        out["facenet-casia-webface, full-range detection"] = build.run(celeba, store=store, model="facenet-casia-webface",
-                                                                       limit=limit, quick_detect=False)
+        annotated = annotated_sample(celeba, _bench_cache() / "celeba-annotated", store)
+        fn, mfn = "facenet-casia-webface", "mobilefacenet"
+        # faces placed by the (stand-in) landmark file, with the default workers, then by the detector
+        out = {f"{fn}, landmarks": build.run(annotated, store=store, model=fn, limit=limit),
+               f"{fn}, detector": build.run(celeba, store=store, model=fn, limit=limit)}
+        for w in (1, 2):
+            out[f"{mfn}, landmarks, {w} worker{'s' if w > 1 else ''}"] = build.run(
+                annotated, store=store, model=mfn, limit=limit, workers=w)
+        out[f"{mfn}, detector"] = build.run(celeba, store=store, model=mfn, limit=limit)
         return out
+    if name == "scale":
+        from . import scale
+
+        sizes = (1_000, 2_000) if quick else scale.SIZES + ((scale.FULL,) if full else ())
+        return scale.run(shared, store=store, sizes=sizes, cache=_bench_cache(), plots_dir=plots_dir)
     if name == "search":
         from . import search
 
@@ -106,6 +128,13 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
     raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
 
 
+def _bench_cache() -> Path:
+    """Where the bench keeps what it makes once (annotated and synthetic CelebA trees)."""
+    from ..config import data_dir
+
+    return data_dir() / "bench"
+
+
 def _child(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run one section in this (fresh) process; its peak resident memory is the section's own."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,7 +145,7 @@ def _child(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def run_suite(sections: Sequence[str] = SECTIONS, store: Path | None = None, quick: bool = False,
               search_n: int = 202_599, milvus_server: bool = True, plots_dir: Path | None = None,
-              isolate: bool = True) -> dict[str, Any]:
+              isolate: bool = True, full: bool = False) -> dict[str, Any]:
     """Every section in turn, each (with ``isolate``) in a fresh process so that its peak memory is
     its own. A failed section is reported under its name with ``error`` and the others go on.
     With ``plots_dir``: the accuracy plots and ``latency.png`` (from the sections' samples)."""
@@ -134,7 +163,7 @@ def run_suite(sections: Sequence[str] = SECTIONS, store: Path | None = None, qui
     out: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick,
                            "sections": {}}
     kwargs: dict[str, Any] = {"shared": shared, "store": store, "quick": quick, "search_n": search_n,
-              "milvus_server": milvus_server, "plots_dir": plots_dir}
+              "milvus_server": milvus_server, "plots_dir": plots_dir, "full": full}
     for name in sections:
         if name not in SECTIONS:
             raise ValueError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
@@ -199,6 +228,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run nothing: take the figures from this earlier JSON (with --readme)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in a few minutes")
     parser.add_argument("--search-n", type=int, default=202_599, help="vectors in the search benchmark")
+    parser.add_argument("--full", action="store_true",
+                        help="scale: also a synthetic tree of all 202,599 CelebA photos (~12 GB of JPEGs in the data "
+                        "dir's bench/ folder, about an hour on 2 cores)")
     parser.add_argument("--no-milvus-server", action="store_true", help="search: Milvus Lite only")
     parser.add_argument("--in-process", action="store_true",
                         help="run the sections in this process (no per-section peak memory)")
@@ -211,7 +243,7 @@ def execute(args: argparse.Namespace) -> int:
     else:
         result = run_suite(args.sections, quick=args.quick, search_n=args.search_n,
                            milvus_server=not args.no_milvus_server, plots_dir=args.plots,
-                           isolate=not args.in_process)
+                           isolate=not args.in_process, full=args.full)
     text = json.dumps(result, indent=2, default=str)
     if args.out and not args.from_json:
         args.out.parent.mkdir(parents=True, exist_ok=True)
