@@ -110,6 +110,7 @@ class BuildSummary:
     insert_seconds: float = 0.0
     workers: int = 0
     worker_restarts: int = 0
+    workers_peak_rss_mb: float = 0.0  # the largest prepare worker's peak resident memory
     shard: str | None = None
     aligned_by: dict[str, int] = field(default_factory=dict)  # "landmarks" / "detector" -> photos
     #: why photos of a dataset with a landmark file were detected instead -> photos
@@ -320,6 +321,7 @@ def build_index(
         if pool is not None:
             summary.worker_restarts = pool.restarts
             pool.close()
+            summary.workers_peak_rss_mb = round(pool.peak_rss_mb, 1)
     faults.point("build:after-last-upsert")
     gallery.flush()
     if fallbacks:

@@ -94,6 +94,7 @@ def _worker_main(conn: Any, config: PrepareConfig, shm_name: str, slots: int) ->
             except EOFError:
                 return  # the parent is gone
             if msg is None:
+                conn.send(("bye", peak_rss_mb()))
                 return
             chunk_id, entries = msg
             out: list[tuple[int, Any, BaseException | None]] = []
@@ -165,6 +166,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._next_chunk = 0
         self.restarts = 0
+        self.peak_rss_mb = 0.0  # the largest worker's peak resident memory, as they report it on close
         self.face_slot: dict[int, int] = {}  # id(PreparedFace) -> its ring slot
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -190,6 +192,12 @@ class WorkerPool:
             with contextlib.suppress(OSError, ValueError):
                 w.conn.send(None)
         for w in self._workers:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                while w.conn.poll(5):  # what it still sends, then its peak memory
+                    msg = w.conn.recv()
+                    if msg and msg[0] == "bye":
+                        self.peak_rss_mb = max(self.peak_rss_mb, float(msg[1]))
+                        break
             w.process.join(timeout=5)
             if w.process.is_alive():
                 w.process.kill()
@@ -218,7 +226,6 @@ class WorkerPool:
              ) -> Iterator[tuple[Any, GalleryItem, PreparedFace | None, BaseException | None]]:
         it = iter(entries)
         retry: collections.deque[tuple[Any, GalleryItem]] = collections.deque()
-        keys: dict[int, Any] = {}  # slot -> key
         exhausted = False
         while True:
             # hand out work: retries first (one a chunk), then new chunks while slots last
@@ -244,8 +251,6 @@ class WorkerPool:
                     else:
                         break
                     chunk = _Chunk([(self._free.pop(), key, item) for key, item in batch], retry=is_retry)
-                    for slot, key, _ in chunk.entries:
-                        keys[slot] = key
                     self._next_chunk += 1
                     w.chunks.append((self._next_chunk, chunk))
                     try:
@@ -278,7 +283,6 @@ class WorkerPool:
                         by_slot = {slot: (key, item) for slot, key, item in chunk.entries}
                         for slot, meta, err in results:
                             key, item = by_slot[slot]
-                            del keys[slot]
                             if meta is None:
                                 self._free.append(slot)
                                 yield key, item, None, err
@@ -301,7 +305,6 @@ class WorkerPool:
                                 how, sum(len(c.entries) for _, c in w.chunks))
                     for _, chunk in w.chunks:
                         for slot, key, item in chunk.entries:
-                            del keys[slot]
                             self._free.append(slot)
                             if chunk.retry:
                                 yield key, item, None, WorkerCrashed(
@@ -315,16 +318,32 @@ class WorkerPool:
                     self._workers.append(self._start())
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own, unlike ru_maxrss, which a process
+    started by fork and exec inherits from its parent)."""
+    try:
+        for line in open("/proc/self/status"):  # noqa: SIM115 - a few lines, read once
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class WorkerCrashed(LookalikeError):
     """A photo whose worker process died while preparing it, twice (the second time alone in it)."""
 
 
 def default_workers(embedder: Any, cpus: int | None = None) -> int:
     """The cores left beside the embedder (at least 1): all but one when it runs on a GPU, the
-    cores its CPU threads do not take otherwise."""
+    cores its CPU threads do not take otherwise (ONNX Runtime's default: one a physical core)."""
+    from .embed.base import physical_cores
+
     if not cpus:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     backend = str(getattr(embedder, "backend", "cpu")).lower()
     on_gpu = any(k in backend for k in ("cuda", "tensorrt", "gpu"))
-    taken = 1 if on_gpu else int(getattr(embedder, "threads", None) or cpus)
+    taken = 1 if on_gpu else int(getattr(embedder, "threads", None) or min(physical_cores(), cpus))
     return max(1, int(cpus) - taken)

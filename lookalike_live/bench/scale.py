@@ -33,13 +33,13 @@ log = logging.getLogger(__name__)
 SIZES = (1_000, 5_000, 20_000)
 FULL = 202_599
 INSERT_BATCH = 256
-#: run by the build's child process: the CLI, then its own and its workers' peak RSS on stderr
-_RUN = ("import resource, sys\n"
+#: run by the build's child process: the CLI, then its own peak RSS on stderr (VmHWM: ru_maxrss of a
+#: process started by fork and exec would include its parent's)
+_RUN = ("import sys\n"
         "from lookalike_live import cli\n"
+        "from lookalike_live.workers import peak_rss_mb\n"
         "code = cli.main(sys.argv[1:])\n"
-        "self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-        "print(f'PEAK_RSS_KB {self_kb} {kids_kb}', file=sys.stderr)\n"
+        "print(f'PEAK_RSS_MB {peak_rss_mb():.1f}', file=sys.stderr)\n"
         "sys.exit(code)\n")
 
 
@@ -58,9 +58,9 @@ def _build_into(tree: Path, uri: str, collection: str, model: str, store: Path |
     return proc, time.perf_counter() - t0
 
 
-def _peaks(stderr: str) -> tuple[float, float]:
-    m = re.search(r"PEAK_RSS_KB (\d+) (\d+)", stderr)
-    return (int(m.group(1)) / 1024, int(m.group(2)) / 1024) if m else (float("nan"), float("nan"))
+def _peak(stderr: str) -> float:
+    m = re.search(r"PEAK_RSS_MB ([\d.]+)", stderr)
+    return float(m.group(1)) if m else float("nan")
 
 
 def _disk_mb(uri: str) -> float:
@@ -98,7 +98,7 @@ def run_one(tree: Path, n: int, model: str, store: Path | None, scratch: Path, d
     if proc.returncode != 0:
         raise RuntimeError(f"build of {n} photos failed: {proc.stderr[-1500:]}")
     summary = json.loads(proc.stdout)
-    rss, workers_rss = _peaks(proc.stderr)
+    rss, workers_rss = _peak(proc.stderr), summary["workers_peak_rss_mb"]
     vectors_mb = summary["gallery"]["faces"] * dim * 4 / 2**20
     out: dict[str, Any] = {
         "photos": n, "faces": summary["faces"], "skipped": len(summary["skipped"]),
@@ -151,7 +151,7 @@ def run_server(trees: dict[int, Path], model: str, store: Path | None, scratch: 
             if proc.returncode != 0:
                 raise RuntimeError(f"build of {n} photos into the server failed: {proc.stderr[-1500:]}")
             summary = json.loads(proc.stdout)
-            rss, workers_rss = _peaks(proc.stderr)
+            rss, workers_rss = _peak(proc.stderr), summary["workers_peak_rss_mb"]
             out[str(n)] = {"photos": n, "faces": summary["faces"], "images_per_second": summary["images_per_second"],
                            "process_seconds": round(wall, 2), "peak_rss_mb": round(rss, 1),
                            "workers_peak_rss_mb": round(workers_rss, 1)}
