@@ -103,6 +103,14 @@ def _scale_rows(scale: dict[str, Any]) -> list[str]:
                     f"{_f(r['search_p50_ms'], 2)} ms | killed at 50 %: resumed in {_f(res.get('resume_seconds'), 1)} s, "
                     f"{res.get('photos_read_again', 'n/a')} photos read again (insert batch {res.get('insert_batch')}) "
                     f"| same faces as uninterrupted: {'yes' if res.get('same_faces_as_uninterrupted') else 'no'} |")
+    server = scale.get("milvus_server") or {}
+    for n, r in server.items():
+        if isinstance(r, dict) and "peak_rss_mb" in r:
+            rows.append(f"| Same build into a Milvus server, {int(n):,} photos | {_f(r['images_per_second'], 1)} img/s, "
+                        f"peak RSS {_f(r['peak_rss_mb'], 0)} MB (no database in the process), worker "
+                        f"{_f(r['workers_peak_rss_mb'], 0)} MB | | |")
+    if "skipped" in server:
+        rows.append(f"| Same builds into a Milvus server | skipped: {str(server['skipped'])[:80]} | | |")
     return rows
 
 

@@ -201,10 +201,10 @@ def plot(by_size: dict[str, Any], path: Path, model: str, server: dict[str, Any]
     ns = [int(k) for k in by_size]
     fig = _new_figure((9.0, 3.6))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    ax1.plot(ns, [by_size[str(n)]["images_per_second"] for n in ns], "o-")
+    ax1.plot(ns, [by_size[str(n)]["images_per_second"] for n in ns], "o-", label="Milvus Lite")
     ax1.set(xscale="log", xlabel="photos", ylabel="img/s", title=f"index build rate ({model})")
     ax1.set_ylim(bottom=0)
-    ax2.plot(ns, [by_size[str(n)]["peak_rss_mb"] for n in ns], "o-", label="build process")
+    ax2.plot(ns, [by_size[str(n)]["peak_rss_mb"] for n in ns], "o-", label="build process, Milvus Lite")
     ax2.plot(ns, [by_size[str(n)]["peak_rss_minus_vectors_mb"] for n in ns], "s--", label="minus the vectors")
     ax2.plot(ns, [by_size[str(n)]["peak_rss_minus_gallery_mb"] for n in ns], "d-.", label="minus the gallery's rows")
     ax2.plot(ns, [by_size[str(n)]["workers_peak_rss_mb"] for n in ns], "^:", label="a prepare worker")
