@@ -59,7 +59,6 @@ def _vectors(uri: str, collection: str = "faces") -> dict[int, np.ndarray]:
         return {int(r["id"]): np.asarray(r["vector"], np.float32) for b in g.iterate(["id", "vector"], 1000) for r in b}
 
 
-@pytest.mark.race
 def test_a_worker_that_dies_loses_no_photo(annotated: Path, model_store: Path, tmp_path: Path) -> None:
     """A worker killed once at its 3rd photo (fault injection, as the OOM killer would): a new worker
     takes over, the photos it held are read again, every photo is indexed."""

@@ -65,7 +65,7 @@ def test_bad_choice_is_rejected_by_argparse(flag: str) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["index", "build", "--dataset", "x", "--limit", "-5"], "argument --limit: must be 1 or more, got -5"),
-    (["index", "build", "--dataset", "x", "--workers", "0"], "argument --workers: must be 1 or more, got 0"),
+    (["index", "build", "--dataset", "x", "--workers", "-1"], "argument --workers: must be 0 or more, got -1"),
     (["run", "--source", "x", "--headless", "--max-frames", "two"], "argument --max-frames: 'two' is not a whole number"),
     (["run", "--source", "webcam:0", "--headless", "--threshold", "nan"], "threshold must be a finite number, got nan"),
     (["match", "x.jpg", "--threshold", "1.5"], "threshold must be <= 1.0, got 1.5"),
