@@ -229,8 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in a few minutes")
     parser.add_argument("--search-n", type=int, default=202_599, help="vectors in the search benchmark")
     parser.add_argument("--full", action="store_true",
-                        help="scale: also a synthetic tree of all 202,599 CelebA photos (~12 GB of JPEGs in the data "
-                        "dir's bench/ folder, about an hour on 2 cores)")
+                        help="scale: also a synthetic tree of all 202,599 CelebA photos (~19 GB of JPEGs in the data "
+                        "dir's bench/ folder, about two hours on 2 cores)")
     parser.add_argument("--no-milvus-server", action="store_true", help="search: Milvus Lite only")
     parser.add_argument("--in-process", action="store_true",
                         help="run the sections in this process (no per-section peak memory)")
