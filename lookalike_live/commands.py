@@ -275,7 +275,7 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     q.add_argument("--insert-batch", type=counting, default=256, help="rows per Milvus upsert (default 256)")
     q.add_argument("--workers", type=non_negative, metavar="N",
                    help="processes that read, decode, align (and detect) photos beside the embedder; default: "
-                   "the cores the embedder leaves (all but one with a GPU, at least 1); 0: in this process")
+                   "the cores the embedder leaves (all but one with a GPU), at least 2; 0: in this process")
     q.add_argument("--shard", metavar="I/N",
                    help="build only part I of N (0 <= I < N) of the dataset, split by photo id, so N machines or "
                    "scheduler tasks (e.g. a Kubernetes indexed Job) fill one Milvus server together; afterwards "

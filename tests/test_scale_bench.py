@@ -20,7 +20,8 @@ class _Embedder:
 
 
 def test_default_workers_are_the_cores_the_embedder_leaves() -> None:
-    assert default_workers(_Embedder("onnx-cpu", 2), cpus=2) == 1  # never none
+    assert default_workers(_Embedder("onnx-cpu", 2), cpus=2) == 2  # at least 2 (see its doc)
+    assert default_workers(_Embedder("onnx-cpu", 1), cpus=1) == 1
     assert default_workers(_Embedder("onnx-cpu", 4), cpus=16) == 12
     assert default_workers(_Embedder("tensorrt", None), cpus=16) == 15
     assert default_workers(_Embedder("onnx-cuda", None), cpus=8) == 7
