@@ -145,9 +145,15 @@ def landmark_box(points5: np.ndarray) -> np.ndarray:
     eyes = (p[:, 0] + p[:, 1]) / 2
     down = (p[:, 3] + p[:, 4]) / 2 - eyes
     centre = eyes + BOX_ALONG * down + BOX_ACROSS * (p[:, 1] - p[:, 0])
-    half = BOX_SIDE * np.linalg.norm(down, axis=1) / 2
+    half = landmark_side(p) / 2
     return np.stack([centre[:, 0] - half, centre[:, 1] - half, centre[:, 0] + half, centre[:, 1] + half],
                     axis=1).astype(np.float32)
+
+
+def landmark_side(points5: np.ndarray) -> np.ndarray:
+    """(N,) float64: the side of :func:`landmark_box`'s square, BOX_SIDE x the eye-to-mouth distance."""
+    p = np.asarray(points5, np.float64)
+    return BOX_SIDE * np.linalg.norm((p[:, 3] + p[:, 4]) / 2 - (p[:, 0] + p[:, 1]) / 2, axis=1)
 
 
 def landmark_detections(points5: np.ndarray) -> FaceDetections:
@@ -215,7 +221,7 @@ def locate_by_landmarks(item: GalleryItem, spec: Any) -> tuple[np.ndarray, float
         why = landmark_problem(item.landmarks, *size)
         if why:
             return why
-        side = float(BOX_SIDE * np.hypot(*((points[0, 3] + points[0, 4] - points[0, 0] - points[0, 1]) / 2)))
+        side = float(landmark_side(points)[0])
         need = max(LANDMARK_MIN_FRACTION * float(spec.input.size), THUMB_SIZE)
         while reduce < 8 and side / (2 * reduce) >= need:
             reduce *= 2
@@ -274,10 +280,6 @@ class Preparer:
         return PreparedFace(item, crops.pixels[0], float(crops.quality[0]),
                             tuple(float(v) * scale for v in one.xyxy[0]),  # type: ignore[arg-type]
                             encode_thumbnail(image, one.xyxy[0], size=THUMB_SIZE), "detector", fallback)
-
-    def warm(self) -> None:
-        """Load the detector now (when the photos will need it), so its first photo does not wait."""
-        getattr(self.detector, "prepare", lambda: None)()
 
     def close(self) -> None:
         if self._detector is not None and self._own_detector:

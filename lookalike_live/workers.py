@@ -211,10 +211,6 @@ class WorkerPool:
         with contextlib.suppress(FileNotFoundError):
             self._shm.unlink()
 
-    @property
-    def alive(self) -> int:
-        return sum(1 for w in self._workers if w.process.is_alive())
-
     def release(self, face: PreparedFace) -> None:
         """Give a yielded face's ring slot back (after its crop was copied into a batch)."""
         slot = self.face_slot.pop(id(face), None)
