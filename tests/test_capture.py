@@ -268,15 +268,15 @@ def test_file_that_is_not_a_video_reports_error(tmp_path: Path) -> None:
 
 
 class _GlitchySource(FileSource):
-    """The real file source, with a broken read now and then: no image, wrong dtype, wrong shape."""
+    """The real file source, with a broken frame now and then: no image, wrong dtype, wrong shape."""
 
-    def read(self):  # type: ignore[override]
-        ok, image, ts = super().read()
-        if ok and image is not None and self._pass_frames % 10 == 5:
-            return True, [None, image.astype(np.float32), image[:, :, :2], np.zeros((0, 0, 3), np.uint8)][
+    def retrieve(self):  # type: ignore[override]
+        image = super().retrieve()
+        if image is not None and self._pass_frames % 10 == 5:
+            return [None, image.astype(np.float32), image[:, :, :2], np.zeros((0, 0, 3), np.uint8)][
                 (self._pass_frames // 10) % 4
-            ], ts
-        return ok, image, ts
+            ]
+        return image
 
 
 def test_corrupt_frames_are_counted_and_skipped(hamilton_clip: Path) -> None:

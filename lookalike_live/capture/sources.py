@@ -52,6 +52,12 @@ class FrameSource(abc.ABC):
     capture thread counts and skips it); ``ts_ms`` is the media time in ms or None (then the
     capture thread stamps the frame with its clock). Sources may be re-opened after ``close()``.
     Implementations raise SourceError from ``open()`` with an actionable message.
+
+    ``grab()`` then ``retrieve()`` is ``read()`` in two steps (OpenCV's model): ``grab`` advances
+    to the next frame, decoding only what the stream needs (a video decoder must decode every
+    reference frame), and ``retrieve`` converts the grabbed frame to an image. The capture thread
+    grabs every frame and retrieves only those it analyses (``CaptureThread.sample_fps``). A source
+    that implements only ``read()`` gets both from it (then skipping saves nothing).
     """
 
     #: live sources are reconnected by the watchdog; non-live sources end.
@@ -80,6 +86,17 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def grab(self) -> tuple[bool, float | None]:
+        """Advance to the next frame: ``(ok, ts_ms)`` as :meth:`read` would say."""
+        ok, image, ts = self.read()
+        self._grabbed = image
+        return ok, ts
+
+    def retrieve(self) -> np.ndarray | None:
+        """The frame :meth:`grab` advanced to, as the backend gives it (None: none or undecodable)."""
+        image, self._grabbed = getattr(self, "_grabbed", None), None
+        return image
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -99,10 +116,17 @@ class _OpenCvSource(FrameSource):
         return fps if math.isfinite(fps) and 0 < fps <= 1000 else None
 
     def read(self) -> tuple[bool, np.ndarray | None, float | None]:
+        ok, ts = self.grab()
+        return (True, self.retrieve(), ts) if ok else (False, None, None)
+
+    def grab(self) -> tuple[bool, float | None]:
+        return (self._cap is not None and bool(self._cap.grab())), None
+
+    def retrieve(self) -> np.ndarray | None:
         if self._cap is None:
-            return False, None, None
-        ok, image = self._cap.read()
-        return bool(ok), image, None
+            return None
+        ok, image = self._cap.retrieve()
+        return image if ok else None
 
     def close(self) -> None:
         cap, self._cap = self._cap, None
@@ -183,10 +207,10 @@ class FileSource(_OpenCvSource):
         self._pass_frames = 0
         self.passes += 1
 
-    def read(self) -> tuple[bool, np.ndarray | None, float | None]:
+    def grab(self) -> tuple[bool, float | None]:
         if self._cap is None:
-            return False, None, None
-        ok, image = self._cap.read()
+            return False, None
+        ok = self._cap.grab()
         if not ok and self.loop and self._pass_frames > 0:
             log.debug("%s: end of pass %d, looping", self.name, self.passes)
             self._offset_ms = self._last_ts + self._interval_ms
@@ -194,17 +218,17 @@ class FileSource(_OpenCvSource):
                 self.open()
             except SourceError as exc:
                 log.warning("%s: cannot restart the loop: %s", self.name, exc)
-                return False, None, None
-            ok, image = self._cap.read()
+                return False, None
+            ok = self._cap.grab()
         if not ok:
-            return False, None, None
+            return False, None
         self._pass_frames += 1
         pos = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
         ts = self._offset_ms + pos if math.isfinite(pos) and pos >= 0 else -math.inf
         if ts <= self._last_ts:  # missing or repeated timestamps: step by the nominal interval
             ts = self._last_ts + self._interval_ms if math.isfinite(self._last_ts) else 0.0
         self._last_ts = ts
-        return True, image, ts
+        return True, ts
 
 
 

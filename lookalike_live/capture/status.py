@@ -51,7 +51,8 @@ class StatusEvent:
 class CaptureStats:
     """Counters of one capture thread (a snapshot).
 
-    ``frames``: frames published; ``drops``: frames replaced in the slot before anyone read them;
+    ``frames``: frames published; ``skipped``: frames grabbed but not analysed (``sample_fps``:
+    skipped by policy); ``drops``: frames replaced in the slot before anyone read them;
     ``delivered``: frames handed to readers; ``corrupt``: reads that returned no/garbage image
     (skipped); ``read_errors``: failed reads; ``reconnects``: open attempts after the first;
     ``fps``: measured capture rate over the last 2 s (0 when frames stopped).
@@ -67,6 +68,7 @@ class CaptureStats:
     reconnects: int
     last_error: str
     fps: float
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

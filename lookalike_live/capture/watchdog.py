@@ -58,6 +58,47 @@ def make_source(
 # Capture thread + watchdog
 # --------------------------------------------------------------------------------------------
 
+
+class RateSampler:
+    """Which frames of a stream to analyse for ``fps`` frames a second (None or 0: every one).
+
+    ``due(ts_ms)`` is asked for every frame in order. Due times step by ``1000 / fps`` ms; a
+    frame counts as due from half a source frame interval before its due time (so a 30 fps
+    camera sampled at 5 fps keeps every 6th frame despite jitter), and a source that paused or
+    fell behind starts a new schedule instead of bursting. ``fps`` may change at any time."""
+
+    def __init__(self, fps: float | None = None) -> None:
+        self.fps = fps
+        self._next: float | None = None
+        self._last: float | None = None
+        self._src_interval = 0.0  # smoothed interval between the source's frames (ms)
+
+    @property
+    def fps(self) -> float | None:
+        return self._fps
+
+    @fps.setter
+    def fps(self, fps: float | None) -> None:
+        if fps is not None and (not math.isfinite(fps) or fps < 0):
+            raise ConfigError(f"the analysis rate must be a number of frames per second >= 0, got {fps!r}")
+        self._fps = float(fps) if fps else None
+
+    def due(self, ts_ms: float) -> bool:
+        if self._last is not None and 0 < ts_ms - self._last <= 1000.0:  # a pause is not a frame interval
+            gap = ts_ms - self._last
+            self._src_interval = gap if not self._src_interval else 0.9 * self._src_interval + 0.1 * gap
+        self._last = ts_ms
+        fps = self._fps
+        if fps is None:
+            return True
+        interval = 1000.0 / fps
+        nxt = self._next
+        if nxt is not None and ts_ms + 0.5 * self._src_interval < nxt:
+            return False
+        # the next due time: one interval on, unless this frame came a whole interval late
+        self._next = ts_ms + interval if nxt is None or ts_ms - nxt >= interval else nxt + interval
+        return True
+
 StatusCallback = Callable[[StatusEvent], None]
 
 
@@ -106,6 +147,11 @@ class CaptureThread:
     read counters with ``stats()``. Subscribers run on the capture thread: keep them short,
     never block in them (an exception in one is logged and ignored).
 
+    ``sample_fps`` (None: every frame): analyse this many frames a second. Every frame is still
+    grabbed (decoded as far as the stream needs, no colour conversion); only the due ones are
+    converted and published; the others are counted in ``stats().skipped`` (skipped by policy,
+    not dropped). It may be changed while the thread runs (the monitor's fair rate control does).
+
     ``realtime`` paces files at their own frame rate (live sources are paced by the source).
     ``lossless`` (files only; default: ``not realtime``) makes the thread wait for the reader
     instead of dropping frames. ``stall_timeout``: seconds without a frame before a live source
@@ -130,6 +176,7 @@ class CaptureThread:
         backoff: Backoff | None = None,
         stop_timeout: float = 2.0,
         rng: random.Random | None = None,
+        sample_fps: float | None = None,
     ) -> None:
         if lossless is None:
             lossless = not source.live and not realtime
@@ -145,6 +192,7 @@ class CaptureThread:
             )
         self.source = source
         self.source_id = source_id or source.name
+        self.sampler = RateSampler(sample_fps)
         self.realtime = realtime
         self.lossless = lossless
         self.stall_timeout = float(stall_timeout)
@@ -172,6 +220,7 @@ class CaptureThread:
         self.started_at = time.time()
         # counters (written by the capture thread only)
         self._frames = 0
+        self._skipped = 0
         self._corrupt = 0
         self._read_errors = 0
         self._reconnects = 0
@@ -180,6 +229,7 @@ class CaptureThread:
         self._next_index = 0
         self._last_ts = -math.inf
         self._last_read_ms: float | None = None
+        self._anchor: tuple[float, float] | None = None
         self._reading_since: float | None = None  # when the read in progress began (None: none)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -255,6 +305,15 @@ class CaptureThread:
 
     def __repr__(self) -> str:
         return f"CaptureThread({self.source_id!r}, status={self.status.value})"
+
+    @property
+    def sample_fps(self) -> float | None:
+        """Frames analysed per second (None: every frame); see the class doc."""
+        return self.sampler.fps
+
+    @sample_fps.setter
+    def sample_fps(self, fps: float | None) -> None:
+        self.sampler.fps = fps
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -338,6 +397,7 @@ class CaptureThread:
             source_id=self.source_id,
             status=status,
             frames=self._frames,
+            skipped=self._skipped,
             drops=self.slot.dropped,
             delivered=self.slot.delivered,
             corrupt=self._corrupt,
@@ -393,12 +453,16 @@ class CaptureThread:
                 self._set_status(SourceStatus.STOPPED)
             self.slot.close()
 
-    def _publish(self, image: np.ndarray, ts_ms: float | None) -> None:
-        now = time.monotonic()
-        ts = (now - self._t0) * 1000.0 if ts_ms is None else float(ts_ms)
+    def _stamp(self, ts_ms: float | None) -> float:
+        """The frame's time: the media time, else the capture clock (ms since start); increasing."""
+        ts = (time.monotonic() - self._t0) * 1000.0 if ts_ms is None else float(ts_ms)
         if ts <= self._last_ts:
             ts = math.nextafter(self._last_ts, math.inf)
         self._last_ts = ts
+        return ts
+
+    def _publish(self, image: np.ndarray, ts: float) -> None:
+        now = time.monotonic()
         frame = Frame(self.source_id, self._next_index, ts, image, captured_at=now, decode_ms=self._last_read_ms)
         self._next_index += 1
         self.slot.put(frame, wait=self.lossless, cancel=self._stop)
@@ -406,29 +470,53 @@ class CaptureThread:
             self._frames += 1
             self._frame_times.append(now)
 
-    def _read_one(self) -> tuple[str, np.ndarray | None, float | None]:
-        """One backend read: ("frame", image, ts), ("corrupt", None, None) or ("failed", None, None).
-        Its duration is kept for the frame (``Frame.decode_ms``); while it lasts, the read
-        sentinel can see it (:meth:`_report_blocked_read`)."""
+    def _read_one(self, pace: bool = False) -> tuple[str, np.ndarray | None, float]:
+        """One backend read: ("frame", image, ts), ("skipped", None, ts) (not due: grabbed, not
+        converted), ("corrupt", None, ts) or ("failed", None, nan). ``pace``: wait until a
+        file's frame is due in real time first. The read's duration is kept for the frame
+        (``Frame.decode_ms``); while it lasts, the read sentinel can see it
+        (:meth:`_report_blocked_read`)."""
         t0 = time.monotonic()
         with self._lock:
             self._reading_since = t0
         try:
-            ok, raw, ts = self.source.read()
+            ok, ts_ms = self.source.grab()
         finally:
             with self._lock:
                 self._reading_since = None
-        self._last_read_ms = (time.monotonic() - t0) * 1e3
+        grab_ms = (time.monotonic() - t0) * 1e3
         if not ok:
-            return "failed", None, None
+            return "failed", None, math.nan
+        if pace and ts_ms is not None and self._pace(ts_ms):
+            return "failed", None, math.nan  # stop() while waiting
+        ts = self._stamp(ts_ms)
+        if not self.sampler.due(ts):
+            with self._lock:
+                self._skipped += 1
+            return "skipped", None, ts
+        t1 = time.monotonic()
+        raw = self.source.retrieve()
+        self._last_read_ms = grab_ms + (time.monotonic() - t1) * 1e3
         image, why = _as_bgr(raw)
         if image is None:
             with self._lock:
                 self._corrupt += 1
                 self._last_error = f"corrupt frame skipped: {why}"
             log.debug("%s: corrupt frame skipped (%s)", self.source_id, why)
-            return "corrupt", None, None
+            return "corrupt", None, ts
         return "frame", image, ts
+
+    def _pace(self, ts_ms: float) -> bool:
+        """Real-time files: wait until the frame at ``ts_ms`` is due; True when stop() came first."""
+        now = time.monotonic()
+        if self._anchor is None:
+            self._anchor = (now, ts_ms)
+        delay = self._anchor[0] + (ts_ms - self._anchor[1]) / 1000.0 - now
+        if delay > 0:
+            return self._stop.wait(delay)
+        if delay < -0.5:  # fell behind (slow decode, paused machine): re-anchor, no burst
+            self._anchor = (now, ts_ms)
+        return False
 
     def _report_blocked_read(self) -> None:
         """Called by the read sentinel: a read in progress for ``stall_timeout`` makes the source
@@ -452,28 +540,18 @@ class CaptureThread:
             self._set_status(SourceStatus.ERROR, str(exc))
             return
         self._set_status(SourceStatus.LIVE, f"{self.source.name} at {self.source.fps or 0:.2f} fps")
-        anchor: tuple[float, float] | None = None  # (monotonic time, ts_ms) for real-time pacing
+        self._anchor = None  # (monotonic time, ts_ms) for real-time pacing
         while not self._stop.is_set():
             if not self._resume.is_set():
                 while not self._resume.wait(0.05):
                     if self._stop.is_set():
                         return
-                anchor = None  # resume at the file's pace from here, no burst
-            kind, image, ts = self._read_one()
-            if kind == "failed":  # the end of the file (FileSource loops by itself)
+                self._anchor = None  # resume at the file's pace from here, no burst
+            kind, image, ts = self._read_one(pace=self.realtime)
+            if kind == "failed":  # the end of the file (FileSource loops by itself), or stop()
                 break
             if image is None:
                 continue
-            if self.realtime and ts is not None:
-                now = time.monotonic()
-                if anchor is None:
-                    anchor = (now, ts)
-                delay = anchor[0] + (ts - anchor[1]) / 1000.0 - now
-                if delay > 0:
-                    if self._stop.wait(delay):
-                        break
-                elif delay < -0.5:  # fell behind (slow decode, paused machine): re-anchor, no burst
-                    anchor = (now, ts)
             self._publish(image, ts)
         if self._stop.is_set():
             return
@@ -518,10 +596,11 @@ class CaptureThread:
         while not self._stop.is_set():
             kind, image, ts = self._read_one()
             now = time.monotonic()
-            if image is not None:
+            if image is not None or kind == "skipped":
                 failures = 0
                 last_frame = now
-                self._publish(image, ts)
+                if image is not None:
+                    self._publish(image, ts)
                 if live_since is None:
                     live_since = now
                     transport = getattr(self.source, "transport", None)
@@ -575,6 +654,7 @@ def open_source(
     webcam_fps: float | None = None,
     on_status: StatusCallback | None = None,
     start: bool = True,
+    sample_fps: float | None = None,
 ) -> CaptureThread:
     """Open a frame source and (by default) start its capture thread.
 
@@ -585,7 +665,8 @@ def open_source(
     ``lossless=False``); ``loop``: restart files at their end. ``stall_timeout``,
     ``open_timeout``, ``read_timeout`` are seconds; ``rtsp_transport`` is ``auto`` | ``tcp`` |
     ``udp``; ``backoff`` paces reconnects of live sources. ``on_status`` is subscribed before the
-    thread starts, so it sees every event.
+    thread starts, so it sees every event. ``sample_fps``: analyse this many frames a second
+    (None: every frame; see :class:`CaptureThread`).
 
     Raises SourceError for a source that cannot be parsed (missing file, bad URL) and
     ConfigError for invalid settings. Failures after that (a camera that does not answer) are
@@ -612,6 +693,7 @@ def open_source(
         stall_timeout=stall_timeout,
         backoff=backoff,
         stop_timeout=stop_timeout,
+        sample_fps=sample_fps,
     )
     if on_status is not None:
         cap.subscribe(on_status)
