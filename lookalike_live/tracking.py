@@ -16,7 +16,12 @@ One frame, as the engine drives it::
     events = tracker.drain_events()                                    # started/decided/changed/ended
 
 Association: detections are matched to live tracks greedily by IoU against each track's predicted
-box (last box moved by a damped velocity); a detection left over opens a new track. When a new
+box (last box moved by a damped velocity, in pixels per millisecond, for the time since it was
+seen); a detection left over opens a new track. Both gates scale with the interval between
+analysed frames (a camera analysed at 5 fps moves 6 times further between frames than at 30): the
+prediction runs at most ``max_predict_frames`` intervals ahead, and the IoU gate is
+``iou_threshold`` at ``reference_interval_ms`` or shorter and falls in proportion to the interval
+beyond it, down to ``iou_floor``. When a new
 track's face is embedded, it is compared with tracks that lost their face recently: if the cosine
 similarity to one of them is at least ``reid_similarity`` the detection continues that track (its
 id survives an occlusion or a jump the IoU step missed).
@@ -67,7 +72,10 @@ EVENT_KINDS = ("track_started", "identity_decided", "identity_changed", "track_e
 class TrackerConfig:
     """Tracker settings. Times are in the source's milliseconds (``Frame.ts_ms``)."""
 
-    iou_threshold: float = 0.3  # min IoU between a detection and a track's predicted box
+    iou_threshold: float = 0.3  # min IoU between a detection and a track's predicted box ...
+    reference_interval_ms: float = 1000.0 / 30  # ... at this interval between analysed frames or less
+    iou_floor: float = 0.1  # the gate at long intervals (it falls in proportion to the interval)
+    max_predict_frames: float = 5.0  # predict a track's box at most this many intervals ahead
     max_unseen_ms: float = 1000.0  # a track ends after this long without its face ...
     min_unseen_frames: int = 3  # ... and at least this many frames without it
     reid_similarity: float = 0.6  # cosine: a new face continuing a recently lost track
@@ -88,6 +96,9 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         checks = {
             "iou_threshold": 0.0 <= self.iou_threshold <= 1.0,
+            "reference_interval_ms": self.reference_interval_ms > 0,
+            "iou_floor": 0.0 <= self.iou_floor <= 1.0,
+            "max_predict_frames": self.max_predict_frames >= 0,
             "max_unseen_ms": self.max_unseen_ms >= 0,
             "min_unseen_frames": self.min_unseen_frames >= 1,
             "reid_similarity": -1.0 <= self.reid_similarity <= 1.0,
@@ -159,7 +170,7 @@ class _TrackState:
     first_frame: int
     last_ms: float
     last_frame: int
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # px per ms
     frames_seen: int = 1
     quality: float = 0.0  # of the last detection
     size: float = 0.0
@@ -237,6 +248,7 @@ class Tracker:
         self._visible: set[int] = set()
         self._frame_index = -1
         self._ts_ms = 0.0
+        self._interval_ms: float | None = None  # smoothed interval between analysed frames
         self.counters = {"tracks": 0, "queries": 0, "answers": 0, "failures": 0, "decided": 0,
                          "reidentified": 0, "skipped_small": 0}
         self.decision_latencies_ms: list[float] = []  # first seen -> first decision (source time)
@@ -246,18 +258,20 @@ class Tracker:
                quality: np.ndarray | None = None) -> Assignment:
         """Match this frame's detections to tracks (IoU), open tracks for the rest and pick the
         rows that need a query. ``quality`` (N,) in [0,1] (None: all 1)."""
-        cfg = self.config
         n = len(detections)
         q = np.ones(n, np.float32) if quality is None else np.asarray(quality, np.float32).reshape(-1)
         if len(q) != n:
             raise ShapeError(f"Tracker.assign: quality must have shape ({n},), got {tuple(q.shape)}")
+        if self._frame_index >= 0 and ts_ms > self._ts_ms:
+            gap = float(ts_ms) - self._ts_ms
+            self._interval_ms = gap if self._interval_ms is None else 0.8 * self._interval_ms + 0.2 * gap
         self._frame_index = int(frame_index)
         self._ts_ms = float(ts_ms)
         live = list(self._tracks.values())
-        predicted = np.array([self._predict(t, frame_index) for t in live]).reshape(-1, 4)
+        predicted = np.array([self._predict(t, ts_ms) for t in live]).reshape(-1, 4)
         ious = iou_matrix(detections.xyxy, predicted)
         track_ids = np.full(n, -1, np.int64)
-        for r, c in greedy_match(ious, max(cfg.iou_threshold, 1e-9)):
+        for r, c in greedy_match(ious, max(self.iou_gate, 1e-9)):
             track_ids[r] = live[c].track_id
         new_rows = []
         for r in range(n):
@@ -271,9 +285,21 @@ class Tracker:
         query = [r for r in range(n) if self._needs_query(self._tracks[int(track_ids[r])], ts_ms, frame_index)]
         return Assignment(track_ids, np.asarray(query, np.int64), np.asarray(new_rows, np.int64))
 
-    def _predict(self, t: _TrackState, frame_index: int) -> np.ndarray:
-        gap = max(0, frame_index - t.last_frame)
-        return t.xyxy + t.velocity * min(gap, 5)
+    @property
+    def interval_ms(self) -> float:
+        """The smoothed interval between analysed frames (the reference interval before two frames)."""
+        return self._interval_ms if self._interval_ms is not None else self.config.reference_interval_ms
+
+    @property
+    def iou_gate(self) -> float:
+        """The IoU a detection needs with a track's predicted box at the current interval."""
+        cfg = self.config
+        scale = min(1.0, cfg.reference_interval_ms / self.interval_ms)
+        return max(min(cfg.iou_floor, cfg.iou_threshold), cfg.iou_threshold * scale)
+
+    def _predict(self, t: _TrackState, ts_ms: float) -> np.ndarray:
+        dt = max(0.0, float(ts_ms) - t.last_ms)
+        return t.xyxy + t.velocity * min(dt, self.config.max_predict_frames * self.interval_ms)
 
     def _new_track(self, xyxy: np.ndarray, ts_ms: float, frame_index: int) -> int:
         tid = self._next_id
@@ -286,9 +312,8 @@ class Tracker:
     def _update_track(self, t: _TrackState, dets: FaceDetections, r: int, quality: float, ts_ms: float,
                       frame_index: int) -> None:
         box = dets.xyxy[r].astype(np.float64)
-        if t.frames_seen > 0:
-            gap = max(1, frame_index - t.last_frame)
-            v = (box - t.xyxy) / gap
+        if t.frames_seen > 0 and ts_ms > t.last_ms:
+            v = (box - t.xyxy) / (ts_ms - t.last_ms)
             a = self.config.velocity_smoothing
             t.velocity = a * v + (1 - a) * t.velocity
         t.xyxy = box
@@ -358,8 +383,8 @@ class Tracker:
         return plan
 
     def _merge(self, old: _TrackState, young: _TrackState) -> None:
-        gap = max(1, young.last_frame - old.last_frame)
-        old.velocity = (young.xyxy - old.xyxy) / gap * self.config.velocity_smoothing
+        dt = max(young.last_ms - old.last_ms, 1e-3)
+        old.velocity = (young.xyxy - old.xyxy) / dt * self.config.velocity_smoothing
         old.xyxy = young.xyxy
         old.last_ms, old.last_frame = young.last_ms, young.last_frame
         old.frames_seen += young.frames_seen
