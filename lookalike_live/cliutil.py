@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -58,6 +59,17 @@ def counting(text: str) -> int:
 def non_negative(text: str) -> int:
     """An argparse type for a whole number >= 0 (``index build --workers``: 0 is in-process)."""
     return _whole_number(text, 0)
+
+
+def rate(text: str) -> float:
+    """An argparse type for frames a second: a number >= 0 (``--detect-fps``: 0 is every frame)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of frames a second, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: every frame), got {text!r}")
+    return value
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -20,7 +20,7 @@ __all__ = ["STAGES", "Metrics", "MetricsCollector", "StageStats", "metrics_regis
 
 STAGES = ("decode", "detect", "align", "embed", "search", "latency", "frame")
 COUNTERS = ("frames", "faces", "embeddings", "queries", "answers", "search_failures", "search_dropped",
-            "capture_drops", "reconnects", "corrupt", "frames_refused", "events")
+            "capture_drops", "policy_skips", "reconnects", "corrupt", "frames_refused", "events")
 
 
 class StageStats:
@@ -77,6 +77,9 @@ class Metrics:
         self._last_frame: float | None = None
         self.status = ""
         self.search_available = True
+        self.detect_fps: float | None = None  # configured analysis rate (None: every frame)
+        self.analysis_fps: float | None = None  # the rate now (the monitor's fair rates lower it)
+        self.rate_scale = 1.0  # analysis_fps / detect_fps
 
     def record(self, stage: str, ms: float) -> None:
         with self._lock:
@@ -136,6 +139,9 @@ class Metrics:
             "source": self.source_id,
             "status": self.status,
             "search_available": self.search_available,
+            "detect_fps": self.detect_fps,
+            "analysis_fps": None if self.analysis_fps is None else round(self.analysis_fps, 3),
+            "rate_scale": round(self.rate_scale, 4),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "fps": round(self.fps(), 3),
             "overall_fps": round(self.overall_fps(), 3),
@@ -163,11 +169,20 @@ class MetricsCollector:
         fps = GaugeMetricFamily(f"{p}_fps", "Frames processed per second (last 2 s).", labels=["camera"])
         up = GaugeMetricFamily(f"{p}_search_available", "1 when the gallery answered the last search.",
                                labels=["camera"])
+        target = GaugeMetricFamily(f"{p}_analysis_fps", "Frames a second the camera is analysed at now "
+                                   "(its detect_fps times rate_scale; absent: every frame).", labels=["camera"])
+        scale = GaugeMetricFamily(f"{p}_rate_scale", "The factor every camera's analysis rate is lowered by "
+                                  "when the machine cannot keep up (1: configured rates).", labels=["camera"])
         for name, d in dicts:
             fps.add_metric([name], d["fps"])
             up.add_metric([name], 1.0 if d["search_available"] else 0.0)
+            if d["analysis_fps"] is not None:
+                target.add_metric([name], d["analysis_fps"])
+            scale.add_metric([name], d["rate_scale"])
         yield fps
         yield up
+        yield target
+        yield scale
         for c in COUNTERS:
             family = CounterMetricFamily(f"{p}_{c}", f"Total {c.replace('_', ' ')}.", labels=["camera"])
             for name, d in dicts:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import math
 import statistics
 import threading
 import time
@@ -45,6 +46,8 @@ class EngineConfig:
     (deterministic offline runs: every answer lands one frame after its query); None = wait in
     file (non-realtime) runs, never for live sources. ``search_timeout`` bounds that wait (s).
     ``top_k``: identities kept per track (and searched per query; at least 1).
+    ``detect_fps``: frames analysed per second (None: every frame); the others are grabbed
+    without colour conversion and counted as skipped (``CaptureThread.sample_fps``).
     """
 
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -54,6 +57,11 @@ class EngineConfig:
     wait_for_search: bool | None = None
     search_timeout: float = 5.0
     read_timeout: float = 0.25
+    detect_fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.detect_fps is not None and not (math.isfinite(self.detect_fps) and self.detect_fps > 0):
+            raise ConfigError(f"detect_fps must be a number of frames per second > 0, got {self.detect_fps!r}")
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> EngineConfig:
@@ -154,6 +162,7 @@ class Engine:
             tcfg = tcfg.replace(top_k=self.config.top_k)
         self.tracker = Tracker(tcfg)
         self.metrics = Metrics(self.source_id)  # per run
+        self.metrics.detect_fps = self.metrics.analysis_fps = self.config.detect_fps
         self._outstanding: deque[_Outstanding] = deque()
         self._first_seen_wall: dict[int, float] = {}
         self._decision_wall_ms: list[float] = []
@@ -379,7 +388,10 @@ class Engine:
 
         if isinstance(source, CaptureThread):
             source.subscribe(self._on_status)
+            if self.config.detect_fps is not None:
+                source.sample_fps = self.config.detect_fps
             return source, False
+        capture_kwargs.setdefault("sample_fps", self.config.detect_fps)
         src_kwargs = {k: capture_kwargs.pop(k) for k in _MAKE_SOURCE_KEYS if k in capture_kwargs}
         fsrc = source if isinstance(source, FrameSource) else make_source(parse_source(source), **src_kwargs)
         capture_kwargs.setdefault("source_id", self.source_id or None)
@@ -444,6 +456,7 @@ class Engine:
 
     def _update_capture_counters(self, cap: Any) -> None:
         st = cap.stats()
+        self.metrics.set_counter("policy_skips", st.skipped)  # not analysed by policy (detect_fps)
         self.metrics.set_counter("capture_drops", st.drops)
         self.metrics.set_counter("corrupt", st.corrupt)  # frames the capture could not decode
 
@@ -466,16 +479,20 @@ class Engine:
 
     def summary(self) -> dict[str, Any]:
         """Counts of the current/last run: frames, seconds, fps (frames per wall second), faces,
-        tracks, decided_tracks, median_decision_latency_ms (wall: face decoded -> decision
-        published), median_decision_latency_video_ms (source time), drops (frames dropped by the capture),
+        tracks, decided_tracks, median_decision_latency_ms and p95_decision_latency_ms (wall: face
+        decoded -> decision published), median_decision_latency_video_ms (source time), drops (frames dropped by the capture),
         search_dropped (queries dropped by the matcher), corrupt (frames that did not decode),
-        frames_refused (decoded frames the stages refused), embeddings, queries."""
+        frames_refused (decoded frames the stages refused), embeddings, queries, skipped
+        (frames not analysed by policy: ``detect_fps``), detect_fps (the configured rate)."""
         end = self._t_end if self._t_end is not None else time.monotonic()
         seconds = max(end - self._t_start, 1e-9)
         c = self.tracker.counters
 
         def median(xs: list[float]) -> float | None:
             return round(statistics.median(xs), 2) if xs else None
+
+        def p95(xs: list[float]) -> float | None:
+            return round(float(np.percentile(xs, 95)), 2) if xs else None
 
         return {
             "frames": self._frames,
@@ -485,8 +502,11 @@ class Engine:
             "tracks": c["tracks"],
             "decided_tracks": c["decided"],
             "median_decision_latency_ms": median(self._decision_wall_ms),
+            "p95_decision_latency_ms": p95(self._decision_wall_ms),
             "median_decision_latency_video_ms": median(self._decision_video_ms),
             "drops": self.metrics.counter("capture_drops"),  # frames dropped (a newer one replaced them)
+            "skipped": self.metrics.counter("policy_skips"),  # frames not analysed by policy (detect_fps)
+            "detect_fps": self.config.detect_fps,
             "search_dropped": self.metrics.counter("search_dropped"),  # queries dropped (matcher queue full)
             "embeddings": self.metrics.counter("embeddings"),
             "embeddings_per_frame": round(self.metrics.counter("embeddings") / max(self._frames, 1), 3),
