@@ -4,8 +4,9 @@ loaded once; the gallery and its matcher) and is the only place that builds engi
 desktop app (``gui/session.py``), photo mode and the monitor all get theirs from :meth:`engine`.
 
 Every engine gets its own detector (MediaPipe's detectors are not thread-safe) and shares the
-embedder (calls serialised by one lock: its input buffer is preallocated) and the matcher (one
-bounded queue per engine's source, fair across them). :meth:`close` closes the engines it made,
+embedder (through :class:`~lookalike_live.embed.shared.SharedEmbedder`: one model call at a time,
+and calls that arrive meanwhile are merged into one batch) and the matcher (one bounded queue per
+engine's source, fair across them). :meth:`close` closes the engines it made,
 then the matcher, the gallery and the embedder, in that order; it is idempotent.
 
 ``tolerate_gallery=True`` (the app): a gallery that is empty, unreachable or built with another
@@ -55,12 +56,11 @@ class Runtime:
 
     def __init__(self, settings: Settings, *, store: Path | None = None, search: bool = True,
                  gallery: Any | None = None, matcher: Any | None = None, tolerate_gallery: bool = False,
-                 gallery_timeout: float | None = None) -> None:
+                 gallery_timeout: float | None = None, spin: bool = True, threads: int | None = None) -> None:
         from .embed import create_embedder
 
         self.settings = settings
         self.store = store
-        self.embed_lock = threading.Lock()
         self.gallery: Any = None
         self.matcher: Any = matcher
         self.gallery_stats: dict[str, Any] | None = None
@@ -72,7 +72,10 @@ class Runtime:
         self._lock = threading.Lock()
         self._closed = False
         self.embedder = create_embedder(settings.model, backend=settings.backend, store=store,
-                                        flip_tta=settings.flip_tta)
+                                        flip_tta=settings.flip_tta, spin=spin, threads=threads)
+        from .embed.shared import SharedEmbedder
+
+        self.shared_embedder = SharedEmbedder(self.embedder)  # what the engines and analyzers call
         try:
             self.embedder.prepare()
             if search and matcher is None:
@@ -142,7 +145,7 @@ class Runtime:
         analyzer's detector only (``analyzer.detector.close()``), never the embedder."""
         from .analyzer import FaceAnalyzer
 
-        return FaceAnalyzer(self.detector(running_mode), self.embedder, max_faces=self.settings.max_faces)
+        return FaceAnalyzer(self.detector(running_mode), self.shared_embedder, max_faces=self.settings.max_faces)
 
     def engine(self, source_id: str = "", config: EngineConfig | None = None) -> Engine:
         """A live engine: its own video-mode detector (closed with it), the shared embedder and matcher."""
@@ -153,7 +156,7 @@ class Runtime:
                 raise ConfigError("this Runtime is closed; build a new one")
         analyzer = self.analyzer("video")
         engine = Engine(analyzer, self.matcher, config or EngineConfig.from_settings(self.settings),
-                        source_id=source_id, embed_lock=self.embed_lock, owned=[analyzer.detector])
+                        source_id=source_id, owned=[analyzer.detector])
         with self._lock:
             self._engines.append(engine)
         return engine

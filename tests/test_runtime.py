@@ -17,10 +17,10 @@ from lookalike_live.runtime import Runtime
 def test_engines_share_the_embedder_and_searcher_and_close_in_order(live_gallery: LiveGallery) -> None:  # noqa: F811
     rt = Runtime(live_gallery.settings(flip_tta=True), store=live_gallery.store)
     a, b = rt.engine("a"), rt.engine("b")
-    assert a.analyzer.embedder is b.analyzer.embedder is rt.embedder and rt.embedder.flip_tta
+    assert a.analyzer.embedder is b.analyzer.embedder is rt.shared_embedder and rt.shared_embedder.embedder is rt.embedder
+    assert rt.embedder.flip_tta
     assert a.matcher is b.matcher is rt.matcher is not None
     assert a.analyzer.detector is not b.analyzer.detector  # MediaPipe detectors are per thread
-    assert a._embed_lock is b._embed_lock is rt.embed_lock  # noqa: SLF001
     a.close()
     assert rt.embedder.prepared  # one engine closing leaves the shared parts alone
     rt.close()
@@ -33,7 +33,7 @@ def test_engines_share_the_embedder_and_searcher_and_close_in_order(live_gallery
 def test_engine_from_settings_is_a_runtime_with_one_engine(live_gallery: LiveGallery) -> None:  # noqa: F811
     engine = Engine.from_settings(live_gallery.settings(), store=live_gallery.store)
     runtime = engine._owned[-1]  # noqa: SLF001
-    assert isinstance(runtime, Runtime) and engine.analyzer.embedder is runtime.embedder
+    assert isinstance(runtime, Runtime) and engine.analyzer.embedder.embedder is runtime.embedder
     engine.close()
     assert not runtime.embedder.prepared and runtime._closed  # noqa: SLF001
 
