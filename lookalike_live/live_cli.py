@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .capture.specs import RTSP_TRANSPORTS
-from .cliutil import Opt, check_output_path, counting
+from .cliutil import Opt, check_output_path, counting, rate
 from .cliutil import emit as _emit
 from .cliutil import settings_from_args as _settings
 from .errors import ConfigError, SourceError
@@ -114,8 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_output_path(flag, Path(path))  # before any work: not after the whole video
     spec = parse_source(args.source)  # a missing file or a bad URL fails here, clearly
     camera = args.name or spec.display_name
-    config = EngineConfig.from_settings(settings, top_k=args.top_k or 0,
-                                        with_thumbnails=not args.no_thumbnails)
+    config = EngineConfig.from_settings(settings, top_k=args.top_k or 0, with_thumbnails=not args.no_thumbnails,
+                                        detect_fps=args.detect_fps or None)
     engine = Engine.from_settings(settings, config=config, source_id=camera)
     writer = EventWriter(args.events) if args.events else None
     video: _VideoOut | None = None
@@ -197,8 +197,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     settings = _settings(args)
     overrides: dict[str, Any] = {
         "events": args.events, "snapshots": args.snapshots, "metrics_port": args.metrics_port,
-        "metrics_host": args.metrics_host, "health_interval": args.health_interval,
+        "metrics_host": args.metrics_host, "health_interval": args.health_interval, "detect_fps": args.detect_fps,
     }
+    if args.mqtt_url:
+        from .mqtt import parse_mqtt_url
+
+        overrides["mqtt"] = parse_mqtt_url(args.mqtt_url, tls=args.mqtt_tls, ca_certs=args.mqtt_ca)
+    elif args.mqtt_tls or args.mqtt_ca:
+        raise ConfigError("--mqtt-tls and --mqtt-ca go with --mqtt-url mqtt://HOST:PORT")
     if args.config:
         if args.camera:
             overrides["cameras"] = load_monitor_config(args.config).cameras + cameras_from_args(args.camera)
@@ -231,7 +237,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         # events and snapshots the writer thread dropped because it fell behind (its queue was full)
         "outputs_dropped": monitor.outputs.dropped if monitor.outputs is not None else 0,
         "metrics_port": monitor.metrics_port,
+        "rate_scale": round(monitor.rates.scale, 3) if monitor.rates is not None else 1.0,
+        "embedder": monitor.embedder_stats(),
     }
+    if monitor.mqtt is not None:  # sent, still queued (broker down at exit), dropped (queue full)
+        result["mqtt"] = monitor.mqtt.stats()
 
     def human(r: dict[str, Any]) -> str:
         lines = [f"monitored {len(r['cameras'])} camera(s) for {r['seconds']} s: {r['event_count']} events "
@@ -239,9 +249,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                  + (f", {r['outputs_dropped']} events or snapshots dropped (the disk fell behind)"
                     if r["outputs_dropped"] else "")]
         for name, c in r["cameras"].items():
-            lines.append(f"  {name}: {c.get('frames', 0)} frames, {c.get('tracks', 0)} tracks, "
-                         f"{c.get('decided_tracks', 0)} decided, {c.get('reconnects', 0)} reconnects, "
-                         f"{c.get('drops', 0)} drops")
+            lines.append(f"  {name}: {c.get('frames', 0)} frames analysed, {c.get('skipped', 0)} skipped, "
+                         f"{c.get('drops', 0)} drops, {c.get('tracks', 0)} tracks, "
+                         f"{c.get('decided_tracks', 0)} decided, {c.get('reconnects', 0)} reconnects")
+        if r["rate_scale"] < 1:
+            lines.append(f"  the machine could not keep up: every camera ran at {r['rate_scale']:.0%} of its rate")
+        if "mqtt" in r:
+            m = r["mqtt"]
+            lines.append(f"  MQTT: {m['sent']} sent, {m['queued']} not sent, {m['dropped']} dropped (queue full)")
         return "\n".join(lines)
 
     _emit(args, result, human)
@@ -299,6 +314,8 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
                    f"after {GIVE_UP_AFTER} failed attempts in a row")
     p.add_argument("--rtsp-transport", choices=RTSP_TRANSPORTS, default="auto",
                    help="RTSP: RTP over the RTSP connection (tcp), over UDP, or auto (TCP, then UDP; default)")
+    p.add_argument("--detect-fps", type=rate, default=0.0, metavar="FPS",
+                   help="analyse FPS frames a second, skipping the frames between (default 0: every frame)")
     _live_opts(p)
     model_opts(p)
     detector_opts(p)
@@ -323,6 +340,17 @@ def register(sub: argparse._SubParsersAction, model_opts: Opt, detector_opts: Op
     p.add_argument("--metrics-host", default=None, help="address for /metrics (default 127.0.0.1)")
     p.add_argument("--health-interval", type=float, metavar="S", help="seconds between health log lines (default 30)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until a signal)")
+    p.add_argument("--detect-fps", type=rate, metavar="FPS",
+                   help="frames analysed a second on every camera that does not set its own detect_fps in "
+                   "--config (default 5; 0: every frame). The frames between are decoded, not analysed. When the "
+                   "machine cannot keep up, every camera's rate is lowered by the same factor (logged)")
+    g = p.add_argument_group("MQTT (the events on a broker too; needs the mqtt extra: pip install 'lookalike-live[mqtt]')")
+    g.add_argument("--mqtt-url", metavar="URL",
+                   help="mqtt://[USER@]HOST[:1883] or mqtts://HOST[:8883]: publish every event on "
+                   "lookalike/<camera>/events and each camera's status, retained, on lookalike/<camera>/status; "
+                   "the password comes from $LOOKALIKE_MQTT_PASSWORD (or [mqtt] in --config)")
+    g.add_argument("--mqtt-tls", action="store_true", help="connect with TLS (implied by mqtts://)")
+    g.add_argument("--mqtt-ca", metavar="FILE.pem", help="CA certificates for --mqtt-tls (default: the system's)")
     _live_opts(p, open_set_default=True)
     model_opts(p)
     detector_opts(p)

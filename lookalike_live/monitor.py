@@ -3,9 +3,15 @@ events, JPEG snapshots of decided faces, per-camera health in the logs, optional
 ``/metrics``.
 
 Sharing: every camera has its own capture thread, inference thread, MediaPipe detector (not
-thread-safe) and tracker; they share one embedder (calls serialised by a lock: its input buffer
-is preallocated) and one gallery with one :class:`~lookalike_live.gallery.Matcher`
-(thread-safe; Milvus Lite also allows a single client per file).
+thread-safe) and tracker; they share one embedder (:class:`~lookalike_live.embed.shared.SharedEmbedder`:
+the faces of cameras that need it at the same time go in one batch) and one gallery with one
+:class:`~lookalike_live.gallery.Matcher` (thread-safe, a fair queue per camera; Milvus Lite also
+allows a single client per file).
+
+Rates: each camera is analysed ``detect_fps`` frames a second (default 5; 0: every frame); the
+frames between are grabbed without colour conversion and counted as skipped. When the machine
+cannot keep up, :class:`~lookalike_live.rates.FairRates` lowers every camera's rate by the same
+factor (logged once; in health and metrics).
 
 Events: :mod:`lookalike_live.events` (the same records as ``run --events``).
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import threading
@@ -53,11 +60,31 @@ __all__ = [
 _NAME_RE = re.compile(r"^(?!\.+$)[A-Za-z0-9_.-]{1,64}$")
 
 
+#: frames analysed a second per camera unless its config says otherwise (Frigate's detect.fps default)
+DEFAULT_DETECT_FPS = 5.0
+
+
+def _check_fps(what: str, fps: float | None) -> float | None:
+    """A detect_fps value: None (not set), 0 (every frame) or a positive rate."""
+    if fps is None:
+        return None
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number of frames a second (0: every frame), got {fps!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} must be >= 0 frames a second (0: every frame), got {fps!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class CameraConfig:
+    """One camera. ``detect_fps``: frames analysed a second (0: every frame; None: the monitor's default)."""
+
     name: str
     url: str
     rtsp_transport: str = "auto"
+    detect_fps: float | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -66,6 +93,7 @@ class CameraConfig:
             )
         if not self.url.strip():
             raise ConfigError(f"camera {self.name!r} has an empty URL")
+        _check_fps(f"camera {self.name}: detect_fps", self.detect_fps)
 
 
 @dataclass(frozen=True)
@@ -78,8 +106,11 @@ class MonitorConfig:
     health_interval: float = 30.0  # seconds between per-camera health log lines
     stall_timeout: float = 5.0
     snapshot_margin: float = 0.3
+    detect_fps: float = DEFAULT_DETECT_FPS  # for the cameras that do not set theirs (0: every frame)
+    mqtt: Any = None  # an events.MqttConfig, or None
 
     def __post_init__(self) -> None:
+        _check_fps("detect_fps", self.detect_fps)
         if not self.cameras:
             raise ConfigError("no camera given: use --camera NAME=URL (repeatable) or --config FILE")
         names = [c.name for c in self.cameras]
@@ -90,6 +121,11 @@ class MonitorConfig:
             raise ConfigError(f"metrics port must be in 0..65535, got {self.metrics_port}")
         if self.health_interval <= 0:
             raise ConfigError(f"health interval must be > 0 s, got {self.health_interval}")
+
+    def camera_fps(self, camera: CameraConfig) -> float | None:
+        """The rate ``camera`` is analysed at (None: every frame)."""
+        fps = self.detect_fps if camera.detect_fps is None else camera.detect_fps
+        return float(fps) if fps else None
 
 
 def parse_camera(text: str) -> CameraConfig:
@@ -106,10 +142,16 @@ def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
         events = "events.jsonl"
         snapshots = "snapshots"
         metrics_port = 9108
+        detect_fps = 5              # frames analysed a second, every camera (0: every frame)
+        [mqtt]                      # optional: events on MQTT too
+        url = "mqtt://broker.lan:1883"
+        username = "lookalike"      # optional; the password: password = "...", or the
+        password_env = "MQTT_PASS"  #   environment variable named here
         [[camera]]
         name = "door"
         url = "rtsp://10.0.0.5/stream1"
         rtsp_transport = "tcp"      # optional
+        detect_fps = 10             # optional: this camera's rate
 
     Relative paths are relative to the config file. ``overrides`` (not None) win.
     """
@@ -121,7 +163,7 @@ def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read monitor config {path}: {exc}") from exc
     known = {"camera", "cameras", "events", "snapshots", "metrics_port", "metrics_host", "health_interval",
-             "stall_timeout"}
+             "stall_timeout", "detect_fps", "mqtt"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -132,7 +174,12 @@ def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
     for i, c in enumerate(cams):
         if not isinstance(c, dict) or "name" not in c or "url" not in c:
             raise ConfigError(f"{path}: camera #{i + 1} needs name and url")
-        cameras.append(CameraConfig(str(c["name"]), str(c["url"]), str(c.get("rtsp_transport", "auto"))))
+        extra = sorted(set(c) - {"name", "url", "rtsp_transport", "detect_fps"})
+        if extra:
+            raise ConfigError(f"{path}: camera #{i + 1}: unknown keys {', '.join(extra)}; known: name, url, "
+                              "rtsp_transport, detect_fps")
+        cameras.append(CameraConfig(str(c["name"]), str(c["url"]), str(c.get("rtsp_transport", "auto")),
+                                    _check_fps(f"{path}: camera #{i + 1}: detect_fps", c.get("detect_fps"))))
     base = path.parent
 
     def rel(v: Any) -> Path | None:
@@ -143,7 +190,12 @@ def load_monitor_config(path: str | Path, **overrides: Any) -> MonitorConfig:
         "metrics_port": data.get("metrics_port"), "metrics_host": data.get("metrics_host", "127.0.0.1"),
         "health_interval": float(data.get("health_interval", 30.0)),
         "stall_timeout": float(data.get("stall_timeout", 5.0)),
+        "detect_fps": _check_fps(f"{path}: detect_fps", data.get("detect_fps", DEFAULT_DETECT_FPS)),
     }
+    if "mqtt" in data:
+        from .mqtt import mqtt_config
+
+        values["mqtt"] = mqtt_config(data["mqtt"], where=f"{path}: [mqtt]")
     for k, v in overrides.items():
         if v is not None:
             values[k] = v
@@ -220,6 +272,8 @@ class Monitor:
         self._started = False
         self._stopped = False
         self.snapshots = 0
+        self.rates: Any = None  # FairRates
+        self.mqtt: Any = None  # MqttPublisher
 
     @property
     def metrics_port(self) -> int | None:
@@ -243,12 +297,25 @@ class Monitor:
         self._started = True
         s = self.settings
         try:
+            import dataclasses
+
+            from .rates import FairRates
+
             self.writer = EventWriter(self.config.events)
             self.outputs = OutputQueue(name="monitor-outputs")
-            self._runtime = Runtime(s, store=self.store)  # one embedder, gallery and matcher for all
+            if self.config.mqtt is not None:
+                from .mqtt import MqttPublisher
+
+                self.mqtt = MqttPublisher(self.config.mqtt, tuple(c.name for c in self.config.cameras)).start()
+            # one embedder, gallery and matcher for all; ONNX Runtime's threads sleep when idle, so
+            # the cameras' capture threads get the cores between model calls
+            self._runtime = Runtime(s, store=self.store, spin=False)
             cfg = self.engine_config or EngineConfig.from_settings(s)
+            self.rates = FairRates()
             for cam in self.config.cameras:
-                engine = self._runtime.engine(cam.name, cfg)
+                fps = self.config.camera_fps(cam)
+                engine = self._runtime.engine(cam.name, dataclasses.replace(cfg, detect_fps=fps))
+                self.rates.add(cam.name, engine, fps)
                 c = _Camera(cam, engine)
                 c.unsubscribe.append(engine.subscribe_events(self._on_event(cam.name)))
                 c.unsubscribe.append(engine.subscribe_status(self._on_status(cam.name)))
@@ -260,6 +327,7 @@ class Monitor:
                 opts = {"stall_timeout": self.config.stall_timeout, "rtsp_transport": c.config.rtsp_transport,
                         **self.capture_options}
                 c.engine.start(c.config.url, realtime=True, **opts)
+            self.rates.start()
             self._health_thread = threading.Thread(target=self._health_loop, name="monitor-health", daemon=True)
             self._health_thread.start()
         except BaseException:
@@ -269,11 +337,19 @@ class Monitor:
         return self
 
     # -- callbacks (engine threads) ----------------------------------------------------------------
-    def _write(self, rec: dict[str, Any]) -> None:
-        """Queue one event line for the writer thread (raises once a write failed)."""
+    def _write(self, rec: dict[str, Any], camera: str = "") -> None:
+        """Queue one event line for the writer thread (raises once a write failed), and for MQTT."""
         writer, outputs = self.writer, self.outputs
         if writer is not None and outputs is not None:
-            outputs.submit(lambda: writer.write(rec))
+            outputs.submit(lambda: self._emit(writer, camera, rec))
+
+    def _emit(self, writer: EventWriter, camera: str, rec: dict[str, Any]) -> None:
+        """On the writer thread: the line in the events file, then the same record to MQTT."""
+        writer.write(rec)
+        if self.mqtt is not None:
+            self.mqtt.event(camera, rec)
+            if rec.get("event") == "camera_status":
+                self.mqtt.status(camera, rec)
 
     def _on_event(self, camera: str) -> Callable[[TrackEvent, FrameResult], None]:
         def cb(event: TrackEvent, result: FrameResult) -> None:
@@ -292,7 +368,7 @@ class Monitor:
                         self.snapshots += 1
                     except (OSError, ConfigError) as exc:
                         log.warning("%s: snapshot not saved: %s", camera, exc)
-                writer.write(rec)
+                self._emit(writer, camera, rec)
 
             outputs.submit(job)
 
@@ -301,20 +377,22 @@ class Monitor:
     def _on_status(self, camera: str) -> Callable[[Any], None]:
         def cb(ev: Any) -> None:
             with contextlib.suppress(OutputError):  # a failed events file: health says so (once)
-                self._write(status_record(camera, ev))
+                self._write(status_record(camera, ev), camera)
 
         return cb
 
     def _on_search(self, camera: str) -> Callable[[bool, str], None]:
         def cb(available: bool, message: str) -> None:
             with contextlib.suppress(OutputError):
-                self._write(search_record(camera, available, message))
+                self._write(search_record(camera, available, message), camera)
 
         return cb
 
     # -- health and metrics ---------------------------------------------------------------------------
     def health(self) -> dict[str, dict[str, Any]]:
-        """Per camera: status, fps, frames, drops, reconnects, search availability, latency p50."""
+        """Per camera: status, fps (analysed a second, last 2 s), frames, skipped (not analysed by
+        policy), drops, reconnects, search availability, latency p50, detect_fps (configured),
+        analysis_fps (now: lowered when the machine cannot keep up) and rate_scale."""
         out = {}
         for name, c in self.cameras.items():
             d = c.engine.metrics.as_dict()
@@ -326,9 +404,11 @@ class Monitor:
             elif status in ("error", "reconnecting", "stalled") and c.engine.capture is not None:
                 error = c.engine.capture.stats().last_error or None  # why the camera is not live
             out[name] = {"status": status, "fps": d["fps"], "frames": d["counters"]["frames"],
+                         "skipped": d["counters"]["policy_skips"],
                          "drops": d["counters"]["capture_drops"], "reconnects": d["counters"]["reconnects"],
                          "search_available": d["search_available"],
-                         "latency_p50_ms": d["stages"]["latency"]["p50_ms"]}
+                         "latency_p50_ms": d["stages"]["latency"]["p50_ms"],
+                         **(self.rates.health(name) if self.rates is not None else {})}
             if error is not None:
                 out[name]["error"] = error
         return out
@@ -337,10 +417,17 @@ class Monitor:
         while not self._health_stop.wait(self.config.health_interval):
             for name, h in self.health().items():
                 level = logging.INFO if h["status"] == "live" else logging.WARNING
-                log.log(level, "camera %s: %s, %.1f fps, %d frames, %d drops, %d reconnects, search %s, "
-                        "latency p50 %.0f ms%s", name, h["status"] or "starting", h["fps"], h["frames"], h["drops"],
+                rate = h.get("analysis_fps")
+                log.log(level, "camera %s: %s, %.1f fps analysed (target %s), %d frames, %d skipped, %d drops, "
+                        "%d reconnects, search %s, latency p50 %.0f ms%s", name, h["status"] or "starting", h["fps"],
+                        "every frame" if rate is None else f"{rate:.1f}", h["frames"], h["skipped"], h["drops"],
                         h["reconnects"], "up" if h["search_available"] else "DOWN", h["latency_p50_ms"],
                         f" ({h['error']})" if "error" in h else "")
+
+    def embedder_stats(self) -> dict[str, Any]:
+        """The shared embedder's calls, model calls, faces and mean batch (how much the cameras share)."""
+        shared = getattr(self._runtime, "shared_embedder", None)
+        return shared.stats() if shared is not None else {}
 
     def prometheus(self) -> str:
         return prometheus_text(self._camera_metrics())
@@ -372,6 +459,8 @@ class Monitor:
             return {}
         self._stopped = True
         self._health_stop.set()
+        if self.rates is not None:
+            self.rates.stop()
         summaries: dict[str, Any] = {}
         for c in self.cameras.values():
             c.engine.request_stop()  # all cameras stop together, then each is joined
@@ -389,6 +478,8 @@ class Monitor:
             self.outputs.close(timeout)  # what the cameras produced before they stopped is written
         if self.writer is not None:
             self.writer.close()
+        if self.mqtt is not None:
+            self.mqtt.close(timeout)  # and sent, while the broker is there
         return summaries
 
     def run(self, stop_event: threading.Event) -> dict[str, Any]:
