@@ -13,11 +13,11 @@ help:  ## list the targets
 $(BIN)/lookalike-live: pyproject.toml scripts/fix_opencv.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[app,plots,dev,export]'
+	$(BIN)/python -m pip install -q -e '.[app,plots,dev,export,mqtt]'
 	$(BIN)/python scripts/fix_opencv.py
 	@touch $@
 
-install: $(BIN)/lookalike-live  ## create .venv with the package and its app, plots, dev and export extras
+install: $(BIN)/lookalike-live  ## create .venv with the package and its app, plots, dev, export and mqtt extras
 
 test: install  ## run the whole test suite (the README's test command), then the race tests 20 times more
 	$(BIN)/python -m pytest
