@@ -328,3 +328,42 @@ def plot_pca_map(vectors: Any, identities: Sequence[str] | Any, path: str | Path
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7,
                   title="identity", title_fontsize=8)
     return _save(fig, path)
+
+
+def plot_monitor_load(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """The ``monitor`` bench: frames analysed a second per camera (median, min-max bar) and the
+    worst camera's decision p95 against the number of cameras, one line per rate and detector."""
+    from matplotlib.ticker import ScalarFormatter
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        label = f"detect_fps {r['detect_fps']}" + ("" if r.get("detector", "default") == "default"
+                                                    else f", {r['detector']} detector")
+        groups.setdefault(label, []).append(r)
+    fig = _new_figure((FIGSIZE[0], 3.4))
+    ax_fps, ax_lat = fig.subplots(1, 2)
+    for label, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["cameras"])
+        n = np.array([r["cameras"] for r in rs], float)
+        med = np.array([r["fps_median"] for r in rs], float)
+        err = np.array([[m - r["fps_min"] for m, r in zip(med, rs, strict=True)],
+                        [r["fps_max"] - m for m, r in zip(med, rs, strict=True)]])
+        ax_fps.errorbar(n, med, yerr=err, marker="o", capsize=3, label=label)
+        lat = [r["decision_p95_ms"] if r.get("decision_p95_ms") is not None else np.nan for r in rs]
+        ax_lat.plot(n, lat, marker="o", label=label)
+    ax_fps.set_xlabel("Cameras", fontsize=8)
+    ax_fps.set_ylabel("Frames analysed / s per camera", fontsize=8)
+    ax_fps.set_title("Per-camera rate (median, min-max)", fontsize=9)
+    ax_lat.axhline(1000, color="tab:red", linestyle="--", linewidth=1, label="1 s")
+    ax_lat.set_xlabel("Cameras", fontsize=8)
+    ax_lat.set_ylabel("Decision latency p95 (ms)", fontsize=8)
+    ax_lat.set_title("Worst camera's decision p95", fontsize=9)
+    for ax in (ax_fps, ax_lat):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([1, 2, 4, 8, 16])
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+

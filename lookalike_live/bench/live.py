@@ -55,12 +55,36 @@ def model_store(model: str, scratch: Path, store: Path | None, shared_models: Pa
     return out, weights
 
 
+def fill_random_gallery(gallery: Any, model: str, store: Path, faces: int = 2000) -> None:
+    """``faces`` random unit vectors in ``gallery``, tagged with ``model`` (search cost only)."""
+    from ..embed import create_embedder
+    from ..gallery import face_id
+
+    emb = create_embedder(model, backend="onnx", store=store)
+    dim, spec_name = emb.dim, emb.spec.name
+    emb.close()
+    vecs = np.random.default_rng(0).standard_normal((faces, dim)).astype(np.float32)
+    gallery.ensure(dim=dim, model=spec_name)
+    paths = [f"bench/{i:06d}.jpg" for i in range(faces)]
+    gallery.upsert_faces([face_id("bench", p, 0) for p in paths], vecs, [str(i % 200) for i in range(faces)],
+                         [f"id {i % 200}" for i in range(faces)], "bench", paths)
+    gallery.flush()
+
+
+def random_gallery(uri: str, model: str, store: Path, faces: int = 2000) -> None:
+    """A Milvus Lite file at ``uri`` holding :func:`fill_random_gallery`'s vectors."""
+    from ..gallery import Gallery
+
+    with Gallery(uri) as g:
+        fill_random_gallery(g, model, store, faces)
+
+
 def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path | None = None,
         shared_models: Path | None = None, gallery_faces: int = 2000, max_frames: int | None = None,
         modes: Sequence[str] = ("tracking", "no-tracking")) -> dict[str, Any]:
     """Process ``clip`` once per mode; returns fps, embeddings per frame, faces, tracks, decision
     latency and stage timings for each, plus the speed-up of tracking over embedding every face."""
-    from ..gallery import Gallery, face_id
+    from ..gallery import Gallery
     from ..pipeline import Engine, EngineConfig
 
     out: dict[str, Any] = {"clip": str(clip), "model": model, "gallery_faces": gallery_faces, "modes": {}}
@@ -69,19 +93,8 @@ def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path |
         mstore, weights = model_store(model, scratch, store, shared_models)
         out["weights"] = weights
         settings = Settings(model=model, backend="onnx", milvus_uri=str(scratch / "gallery.db"))
-        from ..embed import create_embedder
-
-        emb = create_embedder(model, backend="onnx", store=mstore)
-        dim, spec_name = emb.dim, emb.spec.name
-        emb.close()
-        rng = np.random.default_rng(0)
-        vecs = rng.standard_normal((gallery_faces, dim)).astype(np.float32)
         with Gallery(settings.milvus_uri) as g:
-            g.ensure(dim=dim, model=spec_name)
-            paths = [f"bench/{i:06d}.jpg" for i in range(gallery_faces)]
-            g.upsert_faces([face_id("bench", p, 0) for p in paths], vecs, [str(i % 200) for i in range(gallery_faces)],
-                           [f"id {i % 200}" for i in range(gallery_faces)], "bench", paths)
-            g.flush()
+            fill_random_gallery(g, model, mstore, gallery_faces)
             for mode in modes:
                 cfg = EngineConfig.from_settings(settings, tracking=(mode == "tracking"), with_thumbnails=False)
                 with Engine.from_settings(settings, store=mstore, gallery=g, config=cfg) as engine:

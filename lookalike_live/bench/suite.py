@@ -9,7 +9,8 @@ img/s on the CelebA sample next to the bare embedder: faces placed by landmarks 
 1 and 2 prepare workers), ``scale`` (the build's rate, memory, disk, resume cost and search latency
 on synthetic CelebA trees of 1k, 5k and 20k photos; 202,599 with --full), ``search`` (Milvus latency and recall@1
 against exact numpy search), ``live`` (fps on the clip with tracking next to every face of every
-frame), ``overlay`` (ms to lay out and draw the lookalike overlay for 1-16 faces, headless and with Qt,
+frame), ``monitor`` (1-16 RTSP cameras from one loopback relay at detect_fps 5 and every frame:
+per-camera analysed fps, skips, drops, decision latency, CPU, memory), ``overlay`` (ms to lay out and draw the lookalike overlay for 1-16 faces, headless and with Qt,
 next to OpenCV boxes and ASCII labels). Each section runs in a fresh process and reports its own peak memory. Test assets come
 from ``$LOOKALIKE_SHARED`` (default ../shared).
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("accuracy", "detect", "embed", "build", "scale", "search", "live", "overlay")
+SECTIONS = ("accuracy", "detect", "embed", "build", "scale", "search", "live", "monitor", "overlay")
 #: The accuracy section's models: real FaceNet (from the package registry) and the MobileFaceNet fixture.
 ACCURACY_MODELS = ("facenet-casia-webface", "mobilefacenet")
 
@@ -121,6 +122,12 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
 
         return live.run(shared / "testdata" / "video" / "short_hamilton_clip.mp4", store=store,
                         shared_models=shared / "models", max_frames=90 if quick else None)
+    if name == "monitor":
+        from . import monitor
+
+        return monitor.run(shared / "testdata" / "video" / "short_hamilton_clip.mp4", store=store,
+                           shared_models=shared / "models", cameras=(1, 4) if quick else monitor.CAMERAS,
+                           warmup=5.0 if quick else 15.0, seconds=10.0 if quick else 30.0, plots_dir=plots_dir)
     if name == "overlay":
         from . import overlay
 
