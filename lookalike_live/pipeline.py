@@ -33,6 +33,9 @@ ResultCallback = Callable[[FrameResult], None]
 EventCallback = Callable[[TrackEvent, FrameResult], None]
 SearchStatusCallback = Callable[[bool, str], None]
 
+#: how often an engine waiting for a frame checks for finished searches (s)
+IDLE_POLL_S = 0.02
+
 _MAKE_SOURCE_KEYS = ("loop", "open_timeout", "read_timeout", "rtsp_transport", "ffmpeg_options",
                      "webcam_size", "webcam_fps")
 
@@ -359,11 +362,11 @@ class Engine:
             return time.monotonic() - max(0.0, time.time() - wall)
         return fallback
 
-    def _publish(self, result: FrameResult, events: list[TrackEvent], decoded_at: float) -> None:
-        now = time.monotonic()
+    def _note(self, events: list[TrackEvent], now: float, decoded_at: float | None = None) -> None:
+        """Decision latencies: face first decoded -> its identity decided (wall and source time)."""
         for ev in events:
             tid = ev.track.track_id
-            if ev.kind == "track_started":
+            if ev.kind == "track_started" and decoded_at is not None:
                 self._first_seen_wall[tid] = decoded_at
             elif ev.kind == "identity_decided":
                 first = self._first_seen_wall.get(tid)
@@ -372,6 +375,23 @@ class Engine:
                 self._decision_video_ms.append(ev.ts_ms - ev.first_seen_ms)
             elif ev.kind == "track_ended":
                 self._first_seen_wall.pop(tid, None)
+
+    def _idle(self) -> None:
+        """Between frames: apply the searches that finished and publish the decisions they make
+        now (with the last frame's result), not when the next frame comes (200 ms at 5 fps)."""
+        self._resolve(wait=False)
+        if self._last_result is None:
+            return
+        events = self.tracker.drain_events()
+        if events:
+            self._note(events, time.monotonic())
+            self.metrics.incr("events", len(events))
+            for ev in events:
+                self._call(self._event_subs, ev, self._last_result)
+
+    def _publish(self, result: FrameResult, events: list[TrackEvent], decoded_at: float) -> None:
+        now = time.monotonic()
+        self._note(events, now, decoded_at)
         self.metrics.record("frame", result.timings.get("frame", 0.0))
         self.metrics.record("latency", result.timings.get("latency", 0.0))
         self.metrics.incr("events", len(events))
@@ -439,11 +459,15 @@ class Engine:
 
     def _loop(self, cap: Any, max_frames: int | None) -> None:
         while not self._stop.is_set():
-            frame = cap.read(timeout=self.config.read_timeout)
+            # while searches are out, wake up often to apply their answers as they come
+            frame = cap.read(timeout=IDLE_POLL_S if self._outstanding else self.config.read_timeout)
             if frame is None:
                 if cap.status.final and not cap.slot.pending:
                     break
-                self._resolve(wait=False)
+                if self._sync:  # deterministic runs apply answers at the next frame only
+                    self._resolve(wait=False)
+                else:
+                    self._idle()
                 continue
             try:
                 self.process(frame)

@@ -152,6 +152,19 @@ def test_latest_frame_slot_keeps_newest_and_counts_drops() -> None:
     assert results[-1] is None and time.monotonic() - t0 < 1.0
 
 
+def test_slot_of_depth_two_lets_the_reader_be_one_frame_late() -> None:
+    """A sampled camera's slot (depth 2): a reader late by one frame gets both, in order; only a
+    third unread frame drops the oldest."""
+    slot = LatestFrameSlot(depth=2)
+    assert slot.put(_frame(0)) is False and slot.put(_frame(1)) is False
+    assert [slot.get(0).index, slot.get(0).index] == [0, 1]  # type: ignore[union-attr]
+    for i in (2, 3, 4):
+        slot.put(_frame(i))
+    assert slot.dropped == 1 and slot.latest().index == 4  # type: ignore[union-attr]
+    assert [slot.get(0).index, slot.get(0).index] == [3, 4] and slot.get(0) is None  # type: ignore[union-attr]
+    assert slot.put_count == slot.delivered + slot.dropped == 5
+
+
 def test_lossless_put_waits_for_the_reader() -> None:
     slot = LatestFrameSlot()
     slot.put(_frame(0), wait=True)

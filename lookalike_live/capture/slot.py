@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -18,19 +19,22 @@ log = logging.getLogger(__name__)
 
 
 class LatestSlot(Generic[T]):
-    """A one-value mailbox between a writer thread and its reader(s).
+    """A mailbox of ``depth`` values (default one) between a writer thread and its reader(s).
 
-    ``put`` replaces an unread value (counted in ``dropped``) and never blocks, unless asked to
-    wait (lossless offline runs). ``get`` returns each value at most once: the newest one not yet
-    returned, waiting up to ``timeout`` seconds; ``poll`` does not wait. ``latest`` and
-    ``wait_latest`` look at the newest value put, read or not (a display that redraws it). After
-    ``close()`` a pending value can still be read, then readers get None at once.
-    Invariant: ``put_count == delivered + dropped + (1 if a value is pending else 0)``.
+    ``put`` adds a value; when ``depth`` are unread, the oldest is dropped (counted in
+    ``dropped``); it never blocks, unless asked to wait (lossless offline runs). ``get`` returns
+    each value at most once, oldest unread first (with depth 1: the newest), waiting up to
+    ``timeout`` seconds; ``poll`` does not wait. ``latest`` and ``wait_latest`` look at the newest
+    value put, read or not (a display that redraws it). After ``close()`` pending values can
+    still be read, then readers get None at once. ``depth`` 2 lets a sampled camera's reader be
+    late by one frame (one slow frame) without losing it. Invariant:
+    ``put_count == delivered + dropped + pending values``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 1) -> None:
         self._cond = threading.Condition()
-        self._frame: T | None = None  # the unread value
+        self._queue: deque[T] = deque()  # the unread values, oldest first
+        self.depth = depth
         self._last: T | None = None  # the newest value put
         self._closed = False
         self.put_count = 0
@@ -45,12 +49,15 @@ class LatestSlot(Generic[T]):
         """
         with self._cond:
             if wait:
-                while self._frame is not None and not self._closed and not (cancel and cancel.is_set()):
+                while len(self._queue) >= self.depth and not self._closed and not (cancel and cancel.is_set()):
                     self._cond.wait(0.1)
-            dropped = self._frame is not None
-            if dropped:
+            dropped = False
+            while len(self._queue) >= max(1, self.depth):
+                self._queue.popleft()
                 self.dropped += 1
-            self._frame = self._last = frame
+                dropped = True
+            self._queue.append(frame)
+            self._last = frame
             self.put_count += 1
             self._cond.notify_all()
             return dropped
@@ -62,7 +69,7 @@ class LatestSlot(Generic[T]):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._frame is None:
+            while not self._queue:
                 if self._closed:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -94,16 +101,17 @@ class LatestSlot(Generic[T]):
             return self._last
 
     def _take(self) -> T | None:
-        frame, self._frame = self._frame, None
-        if frame is not None:
-            self.delivered += 1
-            self._cond.notify_all()  # a lossless put may be waiting for room
+        if not self._queue:
+            return None
+        frame = self._queue.popleft()
+        self.delivered += 1
+        self._cond.notify_all()  # a lossless put may be waiting for room
         return frame
 
     @property
     def pending(self) -> bool:
         with self._cond:
-            return self._frame is not None
+            return bool(self._queue)
 
     @property
     def closed(self) -> bool:

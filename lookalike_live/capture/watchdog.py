@@ -151,6 +151,7 @@ class CaptureThread:
     grabbed (decoded as far as the stream needs, no colour conversion); only the due ones are
     converted and published; the others are counted in ``stats().skipped`` (skipped by policy,
     not dropped). It may be changed while the thread runs (the monitor's fair rate control does).
+    A sampled source's slot holds two frames: a reader late by one slow frame loses nothing.
 
     ``realtime`` paces files at their own frame rate (live sources are paced by the source).
     ``lossless`` (files only; default: ``not realtime``) makes the thread wait for the reader
@@ -203,7 +204,7 @@ class CaptureThread:
         if isinstance(source, StreamSource):  # a read must return in time to notice a stall
             source.read_timeout = min(source.read_timeout, self.stall_timeout)
 
-        self.slot = LatestFrameSlot()
+        self.slot = LatestFrameSlot(depth=2 if sample_fps else 1)
         self._stop = threading.Event()
         self._resume = threading.Event()  # cleared while a file is paused
         self._resume.set()
@@ -314,6 +315,7 @@ class CaptureThread:
     @sample_fps.setter
     def sample_fps(self, fps: float | None) -> None:
         self.sampler.fps = fps
+        self.slot.depth = 2 if fps else 1
 
     # -- frames ------------------------------------------------------------------------------
 
