@@ -221,3 +221,38 @@ def test_fair_rates_lower_every_camera_by_one_factor_log_once_and_recover(caplog
         rates.tick(t)
     assert rates.scale == 1.0 and engines["a"].capture.sample_fps == 5.0 and engines["c"].capture.sample_fps == 10.0
     assert len([r for r in caplog.records if "keeping up again" in r.getMessage()]) == 1
+
+
+def test_an_overloaded_monitor_lowers_every_camera_by_the_same_factor(
+        live_gallery: LiveGallery, hamilton_clip: Path, tmp_path: Path,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Six real cameras (the clip, looped, in real time) with the tiled detector (three detector
+    runs a frame): five analysed at every frame, one at detect_fps 5, 155 frames a second in all,
+    more than this machine analyses. Every camera's rate is lowered by one factor (logged once):
+    the 5 fps camera gets the same share of its rate as the others of theirs. Without the fair
+    rates, it keeps its full 5 fps while the others fall to ~70 % of theirs."""
+    from lookalike_live.monitor import CameraConfig, Monitor, MonitorConfig
+
+    rates = {"slow": 5.0, **{f"cam{i}": 0.0 for i in range(5)}}
+    cfg = MonitorConfig(cameras=tuple(CameraConfig(n, str(hamilton_clip), detect_fps=r) for n, r in rates.items()),
+                        events=tmp_path / "events.jsonl")
+    caplog.set_level(logging.INFO, logger="lookalike_live.rates")
+    mon = Monitor(cfg, live_gallery.settings(threshold=0.15, small_faces="tile"), store=live_gallery.store,
+                  capture_options={"loop": True}).start()
+    try:
+        time.sleep(10.0)  # warm-up and the first lowering steps
+        a = {n: mon.cameras[n].engine.metrics.counter("frames") for n in rates}
+        time.sleep(8.0)
+        b = {n: mon.cameras[n].engine.metrics.counter("frames") for n in rates}
+        health = mon.health()
+        scale = mon.rates.scale
+    finally:
+        mon.stop()
+    share = {n: (b[n] - a[n]) / 8.0 / (r or CLIP_FPS) for n, r in rates.items()}  # of its configured rate
+    print("share of the configured rate per camera:", share, "scale", scale)
+    assert scale < 0.9  # it could not keep up ...
+    assert min(share.values()) / max(share.values()) >= 0.85, share  # ... and lowered every camera alike
+    assert all(h["rate_scale"] == round(scale, 3) for h in health.values())
+    assert health["slow"]["detect_fps"] == 5.0 and health["slow"]["analysis_fps"] == round(5.0 * scale, 2)
+    assert all(health[n]["detect_fps"] is None and health[n]["analysis_fps"] < 30 for n in rates if n != "slow")
+    assert len([r for r in caplog.records if "cannot keep up with 6 camera(s)" in r.getMessage()]) == 1
