@@ -264,23 +264,24 @@ class Gallery:
         mismatch (:class:`DimensionMismatchError`) or a different model (:class:`ModelMismatchError`)."""
         created = False
         for attempt in range(CREATE_WAIT_TRIES + 1):
+            last = attempt >= CREATE_WAIT_TRIES
             try:
                 info = self.describe(refresh=True)
                 if info is None:
                     self._create(self.collection, int(dim), model, identities=False, load=False)
                     created = True
-                elif not info["model"] and attempt < CREATE_WAIT_TRIES:
-                    time.sleep(CREATE_WAIT_S)  # another build (a shard) is creating it right now
-                    continue
-                else:
-                    self.check_model(model, dim)
-                break
+                    break
             except GalleryError:
                 # another build created it a moment before us (its index or properties not there yet)
-                if attempt >= CREATE_WAIT_TRIES or not self._call("has_collection", self._client.has_collection,
-                                                                   self.collection):
+                if last or not self._call("has_collection", self._client.has_collection, self.collection):
                     raise
                 time.sleep(CREATE_WAIT_S)
+                continue
+            if not info["model"] and not last:
+                time.sleep(CREATE_WAIT_S)  # another build (a shard) is creating it right now
+                continue
+            self.check_model(model, dim)  # a mismatch is refused at once, never waited on
+            break
         if not self._call("has_collection", self._client.has_collection, self.identities_collection):
             try:
                 self._create(self.identities_collection, int(dim), model, identities=True, load=False)
