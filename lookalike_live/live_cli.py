@@ -177,7 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{r['source']}: {r['frames']} frames in {r['seconds']} s ({r['fps']} fps), {r['faces']} faces, "
             f"{r['tracks']} tracks, {r['decided_tracks']} decided"
             + (f" (median decision latency {lat} ms)" if lat is not None else ""),
-            f"embeddings {r['embeddings']} ({r['embeddings_per_frame']}/frame), drops {r['drops']}",
+            f"embeddings {r['embeddings']} ({r['embeddings_per_frame']}/frame), drops {r['drops']}"
+            + (f", skipped {r['skipped']} (--detect-fps {r['detect_fps']:g})" if r.get("detect_fps") else ""),
         ]
         if "out" in r:
             lines.append(f"annotated video: {r['out']} ({r['out_frames']} frames)")

@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
@@ -129,7 +130,8 @@ class MqttPublisher:
         self.connects = 0
         self._warned_full = False
         self.last_error = ""
-        cid = config.client_id or f"lookalike-live-{os.getpid()}"
+        # unique per machine and process: a broker drops a client when another connects with its id
+        cid = config.client_id or f"lookalike-live-{socket.gethostname()}-{os.getpid()}"
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
         if config.username is not None:
             client.username_pw_set(config.username, config.password)

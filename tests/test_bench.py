@@ -49,7 +49,7 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
     assert f"{acc['top1']:.3f}" in text and f"{acc['tpir_at_fpir_0.01']:.3f}" in text
     assert "| Identification, facenet-casia-webface | not run: not installed" in text
     assert f"{det['detection']['full']['ms_p50']:.2f} ms/frame" in text
-    assert "Not in this run: embed, build, scale, search, live." in text
+    assert "Not in this run: embed, build, scale, search, live, monitor." in text
     ov = res["sections"]["overlay"]["cases"]
     assert [(c["size"], c["faces"]) for c in ov] == [(s, n) for s in ("640x360", "1280x720") for n in (1, 4, 16)]
     assert all(c["headless_ms"] > 0 and c["qt_ms"] > 0 and c["cv2_reference_ms"] > 0 for c in ov)
@@ -60,6 +60,29 @@ def test_bench_writes_json_plots_and_readme_results(tmp_path: Path, model_store:
                            "--readme", str(readme)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert readme.read_text() == text and "unchanged" in proc.stderr
+
+
+@pytest.mark.slow
+def test_monitor_bench_measures_two_cameras_from_one_relay(tmp_path: Path, model_store: Path, hamilton_clip: Path,
+                                                         shared_models: Path) -> None:
+    """The monitor section, smallest: one loopback relay serving two paths, two cameras at 5 fps."""
+    from rtsp_server import missing_tools
+
+    from lookalike_live.bench import monitor
+
+    if missing_tools():
+        pytest.skip(missing_tools())
+    res = monitor.run(hamilton_clip, model="mobilefacenet", store=model_store, shared_models=shared_models,
+                      cameras=(2,), rates=(5.0,), warmup=4.0, seconds=5.0, plots_dir=tmp_path)
+    (run,) = res["runs"]
+    assert run["cameras"] == 2 and set(run["per_camera_fps"]) == {"cam0", "cam1"}  # both paths played
+    assert 4.0 <= run["fps_min"] <= run["fps_max"] <= 5.6, run  # 5 a second each
+    assert 100 < run["skipped_per_s"] < 130  # the other ~25 of 30 frames a second, per camera
+    assert run["cpu_cores"] > 0 and run["peak_rss_mb"] > 100 and run["decision_p95_ms"] is not None
+    img = cv2.imread(res["plot"])
+    assert img is not None and img.std() > 10
+    md = render({"machine": {}, "sections": {"monitor": res}})
+    assert "| 2 | 5.0 | default |" in md
 
 
 def test_report_names_failed_and_missing_sections(tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ def test_close_never_releases_the_models_under_a_running_inference_thread(live_g
     """close() while the inference thread is inside a slow model call: the embedder must not be
     freed under it (it would silently load itself again); it is released once the thread ends."""
     engine = Engine.from_settings(live_gallery.settings(), store=live_gallery.store)
-    emb = engine.analyzer.embedder
+    emb = engine.analyzer.embedder.embedder  # the model behind the runtime's shared embedder
     emb.prepare()
     inside, go_on = threading.Event(), threading.Event()
     real_embed, real_prepare = emb.embed_array, emb.prepare

@@ -14,7 +14,6 @@ Run: ``python -m lookalike_live.bench.gui [--clip PATH] [--model mobilefacenet]`
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -70,10 +69,9 @@ def run(clip: str | Path, *, settings: Settings | None = None, store: Path | Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", type=Path, default=Path("../shared/testdata/video/short_hamilton_clip.mp4"))
-    p.add_argument("--model", default="mobilefacenet")
-    p.add_argument("--shared-models", type=Path, default=Path("../shared/models"))
+    from .live import clip_parser
+
+    p = clip_parser(__doc__, "mobilefacenet")
     p.add_argument("--gallery-faces", type=int, default=2000)
     p.add_argument("--seconds", type=float, default=6.0)
     a = p.parse_args(argv)

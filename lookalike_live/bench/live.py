@@ -120,11 +120,17 @@ def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path |
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def clip_parser(doc: str | None, model: str = "facenet-casia-webface") -> argparse.ArgumentParser:
+    """The options every clip benchmark's ``main`` shares: --clip, --model, --shared-models."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip", type=Path, default=Path("../shared/testdata/video/short_hamilton_clip.mp4"))
-    p.add_argument("--model", default="facenet-casia-webface")
+    p.add_argument("--model", default=model)
     p.add_argument("--shared-models", type=Path, default=Path("../shared/models"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = clip_parser(__doc__)
     p.add_argument("--gallery-faces", type=int, default=2000)
     p.add_argument("--max-frames", type=int)
     p.add_argument("--modes", nargs="+", default=["tracking", "no-tracking"], choices=["tracking", "no-tracking"])

@@ -16,7 +16,6 @@ Run: ``python -m lookalike_live.bench.monitor [--cameras 1 4] [--seconds 30]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -175,10 +174,9 @@ def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clip", type=Path, default=Path("../shared/testdata/video/short_hamilton_clip.mp4"))
-    p.add_argument("--model", default="facenet-casia-webface")
-    p.add_argument("--shared-models", type=Path, default=Path("../shared/models"))
+    from .live import clip_parser
+
+    p = clip_parser(__doc__)
     p.add_argument("--cameras", type=int, nargs="+", default=list(CAMERAS))
     p.add_argument("--rates", type=float, nargs="+", default=list(RATES), help="detect_fps values (0: every frame)")
     p.add_argument("--warmup", type=float, default=15.0)

@@ -23,6 +23,7 @@ PLOT_TITLES = {
     "pca.png": "Embeddings of 20 identities, PCA 2-D",
     "latency.png": "Latency histograms: search (nq=1, nq=8), live frame time, detection",
     "scale.png": "Index build rate and peak memory against the number of photos (synthetic CelebA trees)",
+    "monitor.png": "The monitor: frames analysed a second per camera and decision latency p95 against the cameras",
 }
 
 
@@ -112,6 +113,26 @@ def _scale_rows(scale: dict[str, Any]) -> list[str]:
     if "skipped" in server:
         rows.append(f"| Same builds into a Milvus server | skipped: {str(server['skipped'])[:80]} | | |")
     return rows
+
+
+def monitor_table(mon: dict[str, Any]) -> list[str]:
+    """The ``monitor`` section as its own table: one row per (cameras, rate, detector) run."""
+    if "runs" not in mon:
+        return [f"The monitor section did not run: {str(mon.get('not_run', 'no figures'))[:100]}."]
+    lines = [f"The monitor on {mon.get('cpus', '?')} cores ({mon.get('model')}, weights {mon.get('weights')}): N cameras "
+             "from one loopback RTSP relay (the sample clip, 640x360 at 29.97 fps), over "
+             f"{_f(mon.get('seconds'), 0)} s after a {_f(mon.get('warmup_s'), 0)} s warm-up; decision latency over the "
+             "whole run (p95: the worst camera's).", "",
+             "| cameras | detect_fps | detector | analysed fps per camera min / median / max | min/max | "
+             "skipped/s | drops/s | rate scale | decision p50 / p95 ms | CPU cores | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in mon["runs"]:
+        lines.append(f"| {r['cameras']} | {r['detect_fps']} | {r.get('detector', 'default')} | {_f(r['fps_min'], 2)} / "
+                     f"{_f(r['fps_median'], 2)} / {_f(r['fps_max'], 2)} | {_f(r['min_over_max'], 2)} | "
+                     f"{_f(r['skipped_per_s'], 0)} | {_f(r['drops_per_s'], 1)} | {_f(r.get('rate_scale'), 2)} | "
+                     f"{_f(r.get('decision_p50_ms'), 0)} / {_f(r.get('decision_p95_ms'), 0)} | {_f(r['cpu_cores'], 2)} | "
+                     f"{_f(r['peak_rss_mb'], 0)} |")
+    return lines
 
 
 def _search_rows(search: dict[str, Any]) -> list[str]:
@@ -220,6 +241,13 @@ def render(result: Mapping[str, Any], plots_dir: str | Path | None = None, readm
             missing.append(name if name not in sections else f"{name} (failed: {sections[name].get('error', '')[:80]})")
             continue
         lines.extend(fn(sec))
+    mon = _ok(sections, "monitor")
+    if mon is not None:
+        lines += ["", *monitor_table(mon)]
+    elif "monitor" in sections:
+        missing.append(f"monitor (failed: {sections['monitor'].get('error', '')[:80]})")
+    else:
+        missing.append("monitor")
     acc = _ok(sections, "accuracy")
     for model, res in (accuracy_by_model(acc) if acc else {}).items():
         if not res.get("variants"):

@@ -59,6 +59,15 @@ def make_source(
 # --------------------------------------------------------------------------------------------
 
 
+def _read_overridden(source: FrameSource) -> bool:
+    """Whether ``source``'s class overrides ``read()`` below the class that gives it ``grab()``
+    (a subclass of FileSource that edits frames in read(): its grab/retrieve would bypass it)."""
+    mro = type(source).__mro__
+    read_owner = next(c for c in mro if "read" in c.__dict__)
+    grab_owner = next((c for c in mro if "grab" in c.__dict__), FrameSource)
+    return read_owner is not grab_owner and issubclass(read_owner, grab_owner) and grab_owner is not FrameSource
+
+
 class RateSampler:
     """Which frames of a stream to analyse for ``fps`` frames a second (None or 0: every one).
 
@@ -194,6 +203,9 @@ class CaptureThread:
         self.source = source
         self.source_id = source_id or source.name
         self.sampler = RateSampler(sample_fps)
+        self._grab, self._retrieve = source.grab, source.retrieve
+        if _read_overridden(source):  # a subclass changed read(): grab and retrieve must go through it
+            self._grab, self._retrieve = (lambda: FrameSource.grab(source)), (lambda: FrameSource.retrieve(source))
         self.realtime = realtime
         self.lossless = lossless
         self.stall_timeout = float(stall_timeout)
@@ -482,7 +494,7 @@ class CaptureThread:
         with self._lock:
             self._reading_since = t0
         try:
-            ok, ts_ms = self.source.grab()
+            ok, ts_ms = self._grab()
         finally:
             with self._lock:
                 self._reading_since = None
@@ -497,7 +509,7 @@ class CaptureThread:
                 self._skipped += 1
             return "skipped", None, ts
         t1 = time.monotonic()
-        raw = self.source.retrieve()
+        raw = self._retrieve()
         self._last_read_ms = grab_ms + (time.monotonic() - t1) * 1e3
         image, why = _as_bgr(raw)
         if image is None:
