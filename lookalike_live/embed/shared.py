@@ -79,7 +79,8 @@ class SharedEmbedder:
 
     def _take(self) -> list[_Request]:
         """The queued requests, oldest first, up to ``max_batch`` faces (at least one request)."""
-        batch, faces = [], 0
+        batch: list[_Request] = []
+        faces = 0
         while self._queue and (not batch or faces + len(self._queue[0].crops) <= self.max_batch):
             req = self._queue.pop(0)
             batch.append(req)
