@@ -6,8 +6,11 @@ Topics (``prefix`` default ``lookalike``):
 * ``<prefix>/<camera>/events``: every event record of the camera, the same JSON as the events
   file's lines, QoS 1;
 * ``<prefix>/<camera>/status``: the camera's latest ``camera_status`` record, retained (a client
-  that subscribes later gets it at once); ``{"status": "offline"}`` when the monitor stops, and
-  the same, as the connection's last will, for ``<prefix>/monitor/status`` if it dies.
+  that subscribes later gets it at once); ``{"camera": ..., "status": "offline"}`` when the
+  monitor stops;
+* ``<prefix>/available/<client id>``: ``online`` while this monitor is connected, ``offline``
+  (retained; also the connection's last will, sent by the broker if the monitor dies). One per
+  monitor, so several machines can share a broker.
 
 Delivery: records go into a bounded queue (``queue_size``) that one sender thread empties while
 the broker is connected; a record leaves the queue when the broker acknowledged it (QoS 1), so
@@ -138,13 +141,20 @@ class MqttPublisher:
         if config.tls:
             client.tls_set(ca_certs=config.ca_certs, cert_reqs=ssl.CERT_REQUIRED)
         client.reconnect_delay_set(min_delay=1, max_delay=int(max(1, config.max_backoff)))
-        client.will_set(self.topic("monitor", "status"), json.dumps({"status": "offline"}), qos=1, retain=True)
+        self.client_id = cid
+        client.will_set(self.available_topic, "offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        self._failing = False
         self._client = client
 
     def topic(self, camera: str, kind: str) -> str:
         return f"{self.config.prefix}/{camera}/{kind}"
+
+    @property
+    def available_topic(self) -> str:
+        return f"{self.config.prefix}/available/{self.client_id}"
 
     # -- producers -------------------------------------------------------------------------------
     def event(self, camera: str, record: dict[str, Any]) -> None:
@@ -186,13 +196,23 @@ class MqttPublisher:
             log.warning("MQTT %s: %s%s", self.config.where, self.last_error,
                         " (check the user name and password)" if "auth" in str(reason).lower() else "")
             return
-        client.publish(self.topic("monitor", "status"), json.dumps({"status": "online"}), qos=1, retain=True)
+        client.publish(self.available_topic, "online", qos=1, retain=True)
+        self._failing = False
         with self._cond:
             self._connected = True
             self.connects += 1
             self._warned_full = False
             self._cond.notify_all()
         log.info("MQTT: connected to %s%s", self.config.where, "" if self.connects == 1 else " again")
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """A (re)connection attempt failed (broker down, wrong host or port): said once per outage."""
+        self.last_error = f"cannot connect to {self.config.where}"
+        if not self._failing:
+            self._failing = True
+            log.warning("MQTT: cannot connect to %s (broker down, or a wrong host or port in --mqtt-url?); "
+                        "retrying with backoff, events are queued (up to %d)", self.config.where,
+                        self.config.queue_size)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         with self._cond:
@@ -251,8 +271,7 @@ class MqttPublisher:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._connected:
-            info = self._client.publish(self.topic("monitor", "status"), json.dumps({"status": "offline"}),
-                                        qos=1, retain=True)
+            info = self._client.publish(self.available_topic, "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=1.0)
         self._client.disconnect()

@@ -338,7 +338,7 @@ def plot_monitor_load(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         label = f"detect_fps {r['detect_fps']}" + ("" if r.get("detector", "default") == "default"
-                                                    else f", {r['detector']} detector")
+                                                    else f", {r['detector']}-range detector")
         groups.setdefault(label, []).append(r)
     fig = _new_figure((FIGSIZE[0], 3.4))
     ax_fps, ax_lat = fig.subplots(1, 2)
@@ -364,6 +364,6 @@ def plot_monitor_load(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
         ax.get_xaxis().set_major_formatter(ScalarFormatter())
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 

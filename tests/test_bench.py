@@ -82,7 +82,7 @@ def test_monitor_bench_measures_two_cameras_from_one_relay(tmp_path: Path, model
     img = cv2.imread(res["plot"])
     assert img is not None and img.std() > 10
     md = render({"machine": {}, "sections": {"monitor": res}})
-    assert "| 2 | 5.0 | default |" in md
+    assert "| 2 | 5.0 | full (default) |" in md
 
 
 def test_report_names_failed_and_missing_sections(tmp_path: Path) -> None:

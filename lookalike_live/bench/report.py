@@ -127,7 +127,9 @@ def monitor_table(mon: dict[str, Any]) -> list[str]:
              "skipped/s | drops/s | rate scale | decision p50 / p95 ms | CPU cores | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in mon["runs"]:
-        lines.append(f"| {r['cameras']} | {r['detect_fps']} | {r.get('detector', 'default')} | {_f(r['fps_min'], 2)} / "
+        det = r.get("detector", "default")
+        lines.append(f"| {r['cameras']} | {r['detect_fps']} | {'full (default)' if det == 'default' else det} | "
+                     f"{_f(r['fps_min'], 2)} / "
                      f"{_f(r['fps_median'], 2)} / {_f(r['fps_max'], 2)} | {_f(r['min_over_max'], 2)} | "
                      f"{_f(r['skipped_per_s'], 0)} | {_f(r['drops_per_s'], 1)} | {_f(r.get('rate_scale'), 2)} | "
                      f"{_f(r.get('decision_p50_ms'), 0)} / {_f(r.get('decision_p95_ms'), 0)} | {_f(r['cpu_cores'], 2)} | "
