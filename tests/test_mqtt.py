@@ -86,12 +86,12 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _monitor(live_gallery: LiveGallery, clip: Path, events: Path, url: str, **capture: Any) -> Any:
+def _monitor(gallery: LiveGallery, clip: Path, events: Path, url: str, **capture: Any) -> Any:
     from lookalike_live.monitor import CameraConfig, Monitor, MonitorConfig
 
     cfg = MonitorConfig(cameras=(CameraConfig("stage", str(clip), detect_fps=0),), events=events,
                         mqtt=parse_mqtt_url(url, client_id="lookalike-test"))
-    return Monitor(cfg, live_gallery.settings(threshold=0.15), store=live_gallery.store, capture_options=capture)
+    return Monitor(cfg, gallery.settings(threshold=0.15), store=gallery.store, capture_options=capture)
 
 
 def test_every_event_of_a_run_arrives_and_the_status_is_retained(broker: Broker, live_gallery: LiveGallery,  # noqa: F811
