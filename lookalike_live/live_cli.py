@@ -257,7 +257,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             lines.append(f"  the machine could not keep up: every camera ran at {r['rate_scale']:.0%} of its rate")
         if "mqtt" in r:
             m = r["mqtt"]
-            lines.append(f"  MQTT: {m['sent']} sent, {m['queued']} not sent, {m['dropped']} dropped (queue full)")
+            lines.append(f"  MQTT: {m['sent']} sent, {m['queued']} not sent (broker unreachable at exit), "
+                         f"{m['dropped']} dropped from a full queue")
         return "\n".join(lines)
 
     _emit(args, result, human)
