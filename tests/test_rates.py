@@ -15,8 +15,8 @@ import pytest
 from live_fixtures import LiveGallery, live_gallery  # noqa: F401
 
 from lookalike_live.capture import CaptureStats, open_source
+from lookalike_live.capture.sampling import RateSampler
 from lookalike_live.capture.status import SourceStatus
-from lookalike_live.capture.watchdog import RateSampler
 from lookalike_live.errors import ConfigError
 from lookalike_live.rates import FairRates
 
