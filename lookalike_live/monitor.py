@@ -19,6 +19,7 @@ Events: :mod:`lookalike_live.events` (the same records as ``run --events``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -107,7 +108,7 @@ class MonitorConfig:
     stall_timeout: float = 5.0
     snapshot_margin: float = 0.3
     detect_fps: float = DEFAULT_DETECT_FPS  # for the cameras that do not set theirs (0: every frame)
-    mqtt: Any = None  # an events.MqttConfig, or None
+    mqtt: Any = None  # an mqtt.MqttConfig, or None (no MQTT)
 
     def __post_init__(self) -> None:
         _check_fps("detect_fps", self.detect_fps)
@@ -297,8 +298,6 @@ class Monitor:
         self._started = True
         s = self.settings
         try:
-            import dataclasses
-
             from .rates import FairRates
 
             self.writer = EventWriter(self.config.events)

@@ -51,6 +51,8 @@ class SharedEmbedder:
         self._model_s = 0.0
 
     def __getattr__(self, name: str) -> Any:  # spec, dim, backend, embed_array, ...
+        if name == "embedder":  # not set yet (a half-built object): no recursion
+            raise AttributeError(name)
         return getattr(self.embedder, name)
 
     def embed(self, crops: FaceCrops) -> Embeddings:
