@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .embed.base import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class FairRates:
         self.cpu_low = float(cpu_low)
         self.step_up = float(step_up)
         self.min_scale = float(min_scale)
-        self.cores = cores or _cores()
+        self.cores = cores or usable_cpus()
         self._cpu_time = cpu_time
         self.cameras: dict[str, RateState] = {}
         self.scale = 1.0
@@ -191,11 +192,6 @@ def _counts(engine: Any) -> tuple[int, int, int, int]:
 def _live(engine: Any) -> bool:
     cap = getattr(engine, "capture", None)
     return cap is not None and getattr(cap.status, "value", "") == "live"
-
-
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def _fps(v: float | None) -> str:

@@ -339,10 +339,10 @@ def default_workers(embedder: Any, cpus: int | None = None) -> int:
     the 2-core machine 2 workers beat 1 when photos are detected (FaceNet, CelebA sample, two paired
     runs: 0.67 / 0.65x the bare embedder against 0.62 / 0.58x) and for MobileFaceNet by landmarks
     (0.67 against 0.64x), and matched it for FaceNet by landmarks (0.79 against 0.81x)."""
-    from .embed.base import physical_cores
+    from .embed.base import physical_cores, usable_cpus
 
     if not cpus:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = usable_cpus()
     backend = str(getattr(embedder, "backend", "cpu")).lower()
     on_gpu = any(k in backend for k in ("cuda", "tensorrt", "gpu"))
     taken = 1 if on_gpu else int(getattr(embedder, "threads", None) or min(physical_cores(), cpus))

@@ -135,16 +135,21 @@ def check_pixels(pixels: object, spec: ModelSpec, what: str = "pixels") -> np.nd
     return pixels
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on: its affinity mask (containers, taskset), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def physical_cores() -> int:
     """Physical CPU cores this process may use (hyper-threads not counted), at least 1.
 
     Uses psutil when installed, else /proc/cpuinfo (distinct physical id/core id pairs), capped
     by the CPU affinity mask (containers, taskset).
     """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     cores: int | None = None
     try:
         import psutil
