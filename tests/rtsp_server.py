@@ -13,8 +13,8 @@ from lookalike_live.bench.relay import (  # noqa: F401 - re-exported for the tes
     HOST,
     RtspRelay,
     RtspTestServer,
-    _free_tcp_port,
     _terminate,
+    free_tcp_port,
     missing_tools,
     rtsp_describe_status,
 )
@@ -35,7 +35,7 @@ class HttpMjpegTestServer:
         if shutil.which("ffmpeg") is None:
             raise RuntimeError("ffmpeg not found: install the package 'ffmpeg'")
         self.clip = Path(clip)
-        self.port = _free_tcp_port()
+        self.port = free_tcp_port()
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="mjpeg-test-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self._runs = 0

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,12 +37,6 @@ __all__ = ["run", "main", "CAMERAS", "RATES"]
 
 CAMERAS = (1, 4, 8, 16)
 RATES = (5.0, 0.0)  # detect_fps; 0: every frame
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, dict[str, float]]:
@@ -70,7 +63,9 @@ def one_run(urls: Sequence[str], *, detect_fps: float, mstore: Path, gallery_uri
             workdir: Path, warmup: float, seconds: float, relay_pids: Sequence[int],
             detector: str | None = None) -> dict[str, Any]:
     """One monitor run on ``urls``; see the module doc for the figures."""
-    port = _free_port()
+    from .relay import free_tcp_port
+
+    port = free_tcp_port()
     events = workdir / f"events-{len(urls)}-{detect_fps:g}-{detector or 'default'}.jsonl"
     cmd = [sys.executable, "-m", "lookalike_live.cli", "monitor", "--events", str(events),
            "--metrics-port", str(port), "--detect-fps", str(detect_fps), "--model", model, "--backend", "onnx",
@@ -80,7 +75,7 @@ def one_run(urls: Sequence[str], *, detect_fps: float, mstore: Path, gallery_uri
     for i, url in enumerate(urls):
         cmd += ["--camera", f"cam{i}={url}"]
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(mstore), "PYTHONUNBUFFERED": "1"}
-    err_path = workdir / f"monitor-{len(urls)}-{detect_fps:g}.log"
+    err_path = events.with_suffix(".log")
     with open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, start_new_session=True)
     try:

@@ -68,7 +68,8 @@ def missing_tools() -> str | None:
     return None
 
 
-def _free_tcp_port() -> int:
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -141,10 +142,10 @@ class RtspRelay:
         self.path = self.paths[0]
         self.copy = copy
         self.gop = gop
-        self.client_port = _free_tcp_port()
-        self.source_port = _free_tcp_port()
+        self.client_port = free_tcp_port()
+        self.source_port = free_tcp_port()
         while self.source_port == self.client_port:
-            self.source_port = _free_tcp_port()
+            self.source_port = free_tcp_port()
         self.rtp_start_port = _free_udp_block(_RTP_BLOCK * len(self.paths))
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="rtsp-test-"))
         self._server: subprocess.Popen[bytes] | None = None
