@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ConfigError, SourceError
 from ..redact import redact_text
-from .sources import FrameSource
+from .sources import TwoStepSource
 from .specs import RTSP_TRANSPORTS, SourceSpec, redact_url
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _tcp_probe(host: str, port: int, timeout: float) -> str | None:
         return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
-class StreamSource(FrameSource):
+class StreamSource(TwoStepSource):
     """An RTSP or HTTP(S) stream, read with PyAV.
 
     ``open_timeout``/``read_timeout`` (seconds) bound every network wait of an open and of a read
@@ -125,15 +125,11 @@ class StreamSource(FrameSource):
             raise SourceError(f"{redact_url(self.url)} has no video stream")
         return container
 
-    def read(self) -> tuple[bool, np.ndarray | None, float | None]:
-        """The next decoded frame as BGR; (True, None, None) for a packet that did not decode
-        (the capture thread counts it as corrupt), (False, ...) when the stream ended, was lost or
-        sent nothing for ``read_timeout`` seconds."""
-        ok, ts = self.grab()
-        return (True, self.retrieve(), ts) if ok else (False, None, None)
-
     def grab(self) -> tuple[bool, float | None]:
-        """Decode the next frame, without converting it (:meth:`retrieve` does)."""
+        """Decode the next frame, without converting it (:meth:`retrieve` does). (False, None)
+        when the stream ended, was lost or sent nothing for ``read_timeout`` seconds; a packet
+        that did not decode grabs nothing (then ``retrieve`` gives None: the capture thread
+        counts it as corrupt)."""
         import av
 
         self._grabbed = None

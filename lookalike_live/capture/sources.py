@@ -101,7 +101,21 @@ class FrameSource(abc.ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
-class _OpenCvSource(FrameSource):
+class TwoStepSource(FrameSource):
+    """A source that implements ``grab()`` and ``retrieve()``; ``read()`` is the two in a row."""
+
+    def read(self) -> tuple[bool, np.ndarray | None, float | None]:
+        ok, ts = self.grab()
+        return (True, self.retrieve(), ts) if ok else (False, None, None)
+
+    @abc.abstractmethod
+    def grab(self) -> tuple[bool, float | None]: ...
+
+    @abc.abstractmethod
+    def retrieve(self) -> np.ndarray | None: ...
+
+
+class _OpenCvSource(TwoStepSource):
     """Shared cv2.VideoCapture plumbing."""
 
     def __init__(self, spec: SourceSpec) -> None:
@@ -114,10 +128,6 @@ class _OpenCvSource(FrameSource):
             return None
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         return fps if math.isfinite(fps) and 0 < fps <= 1000 else None
-
-    def read(self) -> tuple[bool, np.ndarray | None, float | None]:
-        ok, ts = self.grab()
-        return (True, self.retrieve(), ts) if ok else (False, None, None)
 
     def grab(self) -> tuple[bool, float | None]:
         return (self._cap is not None and bool(self._cap.grab())), None
