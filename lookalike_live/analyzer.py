@@ -4,12 +4,11 @@ photo mode, the index build, the evaluation)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -71,17 +70,17 @@ class FaceAnalyzer:
         return dets
 
     def embed_faces(self, image: np.ndarray, dets: FaceDetections, timings: dict[str, float] | None = None, *,
-                    quality: np.ndarray | None = None, lock: Any = None) -> tuple[FaceCrops, Embeddings]:
+                    quality: np.ndarray | None = None) -> tuple[FaceCrops, Embeddings]:
         """Align ``dets`` the way the embedder was trained and embed them in one batch: the one
         align -> embed path (photos, index builds, the live engine). ``quality``: precomputed per
-        face; ``lock``: held around the model call (engines sharing one embedder)."""
+        face. Engines that share an embedder share it through a
+        :class:`~lookalike_live.embed.shared.SharedEmbedder` (batched, one model call at a time)."""
         from .align import align_faces
 
         t0 = time.perf_counter()
         crops = align_faces(image, dets, self.embedder.spec, quality=quality)
         t1 = time.perf_counter()
-        with lock if lock is not None else contextlib.nullcontext():
-            emb = self.embedder.embed(crops)
+        emb = self.embedder.embed(crops)
         t2 = time.perf_counter()
         if timings is not None:
             timings["align"] = (t1 - t0) * 1e3

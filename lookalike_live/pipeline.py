@@ -110,14 +110,12 @@ class Engine:
     """
 
     def __init__(self, analyzer: FaceAnalyzer, matcher: Any | None = None, config: EngineConfig | None = None,
-                 *, source_id: str = "", embed_lock: threading.Lock | None = None,
-                 owned: Iterable[Any] = ()) -> None:
+                 *, source_id: str = "", owned: Iterable[Any] = ()) -> None:
         self.analyzer = analyzer
         self.matcher = matcher
         self.config = config or EngineConfig()
         self.source_id = source_id
         self.metrics = Metrics(source_id)
-        self._embed_lock = embed_lock or contextlib.nullcontext()
         self._owned = list(owned)
         self._lock = threading.Lock()
         self._results: LatestSlot[FrameResult] = LatestSlot()
@@ -268,7 +266,7 @@ class Engine:
         plan = self.tracker.assign(dets, frame.ts_ms, frame.index, quality)
         rows = plan.query_rows
         if len(rows):
-            crops, emb = self.analyzer.embed_faces(image, dets[rows], timings, lock=self._embed_lock,
+            crops, emb = self.analyzer.embed_faces(image, dets[rows], timings,
                                                    quality=None if quality is None else quality[rows])
             self.metrics.record("align", timings["align"])
             self.metrics.record("embed", timings["embed"])

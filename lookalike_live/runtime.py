@@ -52,11 +52,13 @@ class GalleryProblem:
 
 
 class Runtime:
-    """See the module doc. ``search=False``: no gallery at all (faces are detected and tracked)."""
+    """See the module doc. ``search=False``: no gallery at all (faces are detected and tracked).
+    ``spin=False``: ONNX Runtime's idle threads sleep instead of busy-waiting (the monitor, whose
+    capture threads need the cores between model calls)."""
 
     def __init__(self, settings: Settings, *, store: Path | None = None, search: bool = True,
                  gallery: Any | None = None, matcher: Any | None = None, tolerate_gallery: bool = False,
-                 gallery_timeout: float | None = None, spin: bool = True, threads: int | None = None) -> None:
+                 gallery_timeout: float | None = None, spin: bool = True) -> None:
         from .embed import create_embedder
 
         self.settings = settings
@@ -72,7 +74,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._closed = False
         self.embedder = create_embedder(settings.model, backend=settings.backend, store=store,
-                                        flip_tta=settings.flip_tta, spin=spin, threads=threads)
+                                        flip_tta=settings.flip_tta, spin=spin)
         from .embed.shared import SharedEmbedder
 
         self.shared_embedder = SharedEmbedder(self.embedder)  # what the engines and analyzers call
