@@ -336,7 +336,7 @@ class Monitor:
         return self
 
     # -- callbacks (engine threads) ----------------------------------------------------------------
-    def _write(self, rec: dict[str, Any], camera: str = "") -> None:
+    def _write(self, rec: dict[str, Any], camera: str) -> None:
         """Queue one event line for the writer thread (raises once a write failed), and for MQTT."""
         writer, outputs = self.writer, self.outputs
         if writer is not None and outputs is not None:

@@ -132,7 +132,6 @@ class MqttPublisher:
         self.dropped = 0
         self.connects = 0
         self._warned_full = False
-        self.last_error = ""
         # unique per machine and process: a broker drops a client when another connects with its id
         cid = config.client_id or f"lookalike-live-{socket.gethostname()}-{os.getpid()}"
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=cid, clean_session=True)
@@ -192,8 +191,7 @@ class MqttPublisher:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            self.last_error = f"broker refused the connection: {reason}"
-            log.warning("MQTT %s: %s%s", self.config.where, self.last_error,
+            log.warning("MQTT %s: the broker refused the connection: %s%s", self.config.where, reason,
                         " (check the user name and password)" if "auth" in str(reason).lower() else "")
             return
         client.publish(self.available_topic, "online", qos=1, retain=True)
@@ -207,7 +205,6 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         """A (re)connection attempt failed (broker down, wrong host or port): said once per outage."""
-        self.last_error = f"cannot connect to {self.config.where}"
         if not self._failing:
             self._failing = True
             log.warning("MQTT: cannot connect to %s (broker down, or a wrong host or port in --mqtt-url?); "
@@ -220,7 +217,6 @@ class MqttPublisher:
             self._connected = False
             self._cond.notify_all()
         if was and not self._stopping:
-            self.last_error = f"connection lost: {reason}"
             log.warning("MQTT %s: connection lost (%s); reconnecting with backoff, events are queued (up to %d)",
                         self.config.where, reason, self.config.queue_size)
 

@@ -5,11 +5,11 @@ by the same factor, and raised back when there is room again.
 Each camera's capture thread samples its stream (:class:`~lookalike_live.capture.CaptureThread`,
 ``sample_fps``): it offers its engine only the frames due at its rate, so a camera cannot take
 another's share by offering more. :class:`FairRates` watches, every ``period`` seconds, what
-each camera analysed against what it was offered, and the process's CPU use:
+each camera dropped of what it was offered, and the process's CPU use:
 
 * some live camera dropped more than ``1 - behind`` (15 %) of the frames it was offered (and at
   least 2): its engine did not take them before the next one came. The machine is short. The common factor ``scale``
-  drops to what the cameras managed together (analysed / offered over all cameras, times 0.95),
+  drops to what the cameras managed together (not dropped / offered over all cameras, times 0.95),
   at most halving it per period;
 * every camera kept up and the CPU is below ``cpu_low``: ``scale`` rises by ``step_up`` (15 %),
   up to 1.
@@ -46,8 +46,7 @@ class RateState:
     engine: Any
     analysis_fps: float | None = None  # what its capture samples now (None: every frame)
     source_fps: float = 0.0  # frames a second its stream delivered in the last period
-    analysed_fps: float = 0.0  # frames a second its engine analysed in the last period
-    _last: tuple[int, int, int, int] | None = field(default=None, repr=False)  # analysed, grabbed, offered, dropped
+    _last: tuple[int, int, int] | None = field(default=None, repr=False)  # grabbed, offered, dropped
 
     def base_fps(self) -> float | None:
         """The rate at scale 1 (the stream's rate for an every-frame camera, None before it is known)."""
@@ -119,25 +118,24 @@ class FairRates:
         dt = max(now - self._last_tick[0], 1e-6)
         self.cpu = (cpu_s - self._last_tick[1]) / (dt * self.cores)
         self._last_tick = (now, cpu_s)
-        analysed_all = offered_all = 0.0
+        kept_all = offered_all = 0.0
         short = []
         for cam in self.cameras.values():
             counts = _counts(cam.engine)
             prev, cam._last = cam._last, counts
             if prev is None or not _live(cam.engine):
                 continue
-            analysed, grabbed, offered, dropped = (max(0, a - b) for a, b in zip(counts, prev, strict=True))
+            grabbed, offered, dropped = (max(0, a - b) for a, b in zip(counts, prev, strict=True))
             cam.source_fps = grabbed / dt
-            cam.analysed_fps = analysed / dt
             if offered <= 0:
                 continue
-            analysed_all += offered - dropped
+            kept_all += offered - dropped
             offered_all += offered
             if dropped >= 2 and dropped > (1.0 - self.behind) * offered:
                 short.append(cam.name)
         old = self.scale
         if short and offered_all > 0:
-            managed = analysed_all / offered_all
+            managed = kept_all / offered_all
             self.scale = max(self.min_scale, old * min(0.9, max(0.5, 0.95 * managed)))
         elif not short and self.cpu < self.cpu_low and old < 1.0:
             self.scale = min(1.0, old * self.step_up)
@@ -180,13 +178,13 @@ class FairRates:
                 else round(cam.analysis_fps, 2), "rate_scale": round(self.scale, 3)}
 
 
-def _counts(engine: Any) -> tuple[int, int, int, int]:
-    """(frames analysed, grabbed, offered, dropped) so far by ``engine``'s current capture."""
+def _counts(engine: Any) -> tuple[int, int, int]:
+    """(frames grabbed, offered, dropped) so far by ``engine``'s current capture."""
     cap = getattr(engine, "capture", None)
     if cap is None:
-        return 0, 0, 0, 0
+        return 0, 0, 0
     st = cap.stats()
-    return int(st.delivered), int(st.frames + st.skipped), int(st.frames), int(st.drops)
+    return int(st.frames + st.skipped), int(st.frames), int(st.drops)
 
 
 def _live(engine: Any) -> bool:
