@@ -20,7 +20,7 @@ __all__ = ["STAGES", "Metrics", "MetricsCollector", "StageStats", "metrics_regis
 
 STAGES = ("decode", "detect", "align", "embed", "search", "latency", "frame")
 COUNTERS = ("frames", "faces", "embeddings", "queries", "answers", "search_failures", "search_dropped",
-            "capture_drops", "policy_skips", "reconnects", "corrupt", "frames_refused", "events")
+            "capture_drops", "policy_skips", "relooks_deferred", "reconnects", "corrupt", "frames_refused", "events")
 
 
 class StageStats:

@@ -264,6 +264,11 @@ class Engine:
 
             quality = face_quality(image, dets)
         plan = self.tracker.assign(dets, frame.ts_ms, frame.index, quality)
+        if len(plan.relook_rows) and getattr(self.analyzer.embedder, "busy", False):
+            # the shared embedder is busy with other cameras' faces: first looks go first, a
+            # decided track's re-check waits for a frame that finds the model idle
+            self.metrics.incr("relooks_deferred", len(plan.relook_rows))
+            plan = plan.without_relooks()
         rows = plan.query_rows
         if len(rows):
             crops, emb = self.analyzer.embed_faces(image, dets[rows], timings,
@@ -533,6 +538,7 @@ class Engine:
             "embeddings": self.metrics.counter("embeddings"),
             "embeddings_per_frame": round(self.metrics.counter("embeddings") / max(self._frames, 1), 3),
             "queries": self.metrics.counter("queries"),
+            "relooks_deferred": self.metrics.counter("relooks_deferred"),  # re-checks put off (embedder busy)
             "search_failures": self.metrics.counter("search_failures"),
             "reconnects": self.metrics.counter("reconnects"),
             "corrupt": self.metrics.counter("corrupt"),  # frames the capture could not decode

@@ -11,6 +11,8 @@ each camera dropped of what it was offered, and the process's CPU use:
   least 2): its engine did not take them before the next one came. The machine is short. The common factor ``scale``
   drops to what the cameras managed together (not dropped / offered over all cameras, times 0.95),
   at most halving it per period;
+* a camera is not judged in its first ``warmup`` seconds live (connecting, first model calls),
+  nor after a reconnect;
 * every camera kept up and the CPU is below ``cpu_low``: ``scale`` rises by ``step_up`` (15 %),
   up to 1.
 
@@ -46,6 +48,7 @@ class RateState:
     engine: Any
     analysis_fps: float | None = None  # what its capture samples now (None: every frame)
     source_fps: float = 0.0  # frames a second its stream delivered in the last period
+    live_since: float | None = None  # monotonic time it (re)connected; judged ``warmup`` s after
     _last: tuple[int, int, int] | None = field(default=None, repr=False)  # grabbed, offered, dropped
 
     def base_fps(self) -> float | None:
@@ -64,7 +67,7 @@ class FairRates:
                  step_up: float = 1.15, min_scale: float = 0.02, cores: int | None = None, warmup: float = 4.0,
                  cpu_time: Callable[[], float] = time.process_time) -> None:
         self.period = float(period)
-        self.warmup = float(warmup)  # seconds after start (models warming up) that are not judged
+        self.warmup = float(warmup)  # seconds after a camera (re)connects that are not judged (start-up burst)
         self.behind = float(behind)
         self.cpu_low = float(cpu_low)
         self.step_up = float(step_up)
@@ -78,7 +81,6 @@ class FairRates:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_tick: tuple[float, float] | None = None  # (monotonic, cpu seconds)
-        self._first_tick: float | None = None
 
     def add(self, name: str, engine: Any, configured_fps: float | None) -> RateState:
         state = RateState(name, configured_fps, engine, configured_fps)
@@ -108,9 +110,7 @@ class FairRates:
         """One control step (the thread calls it every ``period``); returns the new scale."""
         now = time.monotonic() if now is None else now
         cpu_s = self._cpu_time()
-        if self._first_tick is None:
-            self._first_tick = now
-        if self._last_tick is None or now - self._first_tick < self.warmup:
+        if self._last_tick is None:
             self._last_tick = (now, cpu_s)
             for cam in self.cameras.values():
                 cam._last = _counts(cam.engine)
@@ -123,8 +123,13 @@ class FairRates:
         for cam in self.cameras.values():
             counts = _counts(cam.engine)
             prev, cam._last = cam._last, counts
-            if prev is None or not _live(cam.engine):
+            if not _live(cam.engine):
+                cam.live_since = None
                 continue
+            if cam.live_since is None:
+                cam.live_since = now
+            if prev is None or now - cam.live_since < self.warmup:
+                continue  # connecting, models warming up: its first drops say nothing about the machine
             grabbed, offered, dropped = (max(0, a - b) for a, b in zip(counts, prev, strict=True))
             cam.source_fps = grabbed / dt
             if offered <= 0:

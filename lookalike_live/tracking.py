@@ -145,6 +145,15 @@ class Assignment:
     track_ids: np.ndarray  # (N,) int64
     query_rows: np.ndarray  # (Q,) int64, ascending
     new_rows: np.ndarray  # (M,) rows that opened a new track this frame
+    relook_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # ^ the query rows whose track is decided already (a re-check or a better crop): they can wait
+
+    def without_relooks(self) -> Assignment:
+        """This plan with only the first looks queried (the re-looks stay due: asked again next frame)."""
+        if not len(self.relook_rows):
+            return self
+        keep = self.query_rows[~np.isin(self.query_rows, self.relook_rows)]
+        return Assignment(self.track_ids, keep, self.new_rows)
 
 
 @dataclass
@@ -283,7 +292,10 @@ class Tracker:
         for r in range(n):
             self._update_track(self._tracks[int(track_ids[r])], detections, r, float(q[r]), ts_ms, frame_index)
         query = [r for r in range(n) if self._needs_query(self._tracks[int(track_ids[r])], ts_ms, frame_index)]
-        return Assignment(track_ids, np.asarray(query, np.int64), np.asarray(new_rows, np.int64))
+        relook = [r for r in query if self._tracks[int(track_ids[r])].decision is not None
+                  and not self._tracks[int(track_ids[r])].unavailable]
+        return Assignment(track_ids, np.asarray(query, np.int64), np.asarray(new_rows, np.int64),
+                          np.asarray(relook, np.int64))
 
     @property
     def interval_ms(self) -> float:

@@ -278,7 +278,9 @@ def test_four_cameras_one_flooding_every_camera_still_gets_its_answers(live_gall
         return real_save(*a, **kw)
 
     monitor_module.save_snapshot = save  # type: ignore[assignment]
-    mon = Monitor(cfg, live_gallery.settings(threshold=0.15), store=live_gallery.store).start()
+    # looped: the calm cameras keep asking (while the shared model is busy, their re-checks wait)
+    mon = Monitor(cfg, live_gallery.settings(threshold=0.15), store=live_gallery.store,
+                  capture_options={"loop": True}).start()
     stop = threading.Event()
     try:
         engine = mon.cameras["flood"].engine

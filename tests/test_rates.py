@@ -160,6 +160,48 @@ def test_shared_embedder_merges_concurrent_calls_and_gives_each_caller_its_rows(
         np.testing.assert_allclose(results[k].vectors, alone[k], atol=1e-4)  # each caller its own rows
 
 
+def test_a_busy_shared_model_puts_off_re_checks_but_never_first_looks(live_gallery: LiveGallery,  # noqa: F811
+                                                                       hamilton_clip: Path) -> None:
+    """Two runs of the clip on one Runtime, the second while another thread keeps the shared
+    model busy (another camera's faces): every track still gets its first look and a decision,
+    the re-checks of decided tracks are put off (counted) instead of waiting for the model."""
+    from lookalike_live.pipeline import EngineConfig
+    from lookalike_live.runtime import Runtime
+    from lookalike_live.types import FaceCrops
+
+    settings = live_gallery.settings(threshold=0.15)
+    cfg = EngineConfig.from_settings(settings, with_thumbnails=False)
+    rng = np.random.default_rng(2)
+    other = FaceCrops(rng.integers(0, 256, (4, 112, 112, 3), dtype=np.uint8), np.arange(4, dtype=np.int64),
+                      np.ones(4, np.float32))
+    out = {}
+    with Runtime(settings, store=live_gallery.store) as rt:
+        for loaded in (False, True):
+            stop = threading.Event()
+
+            def other_camera(stop: threading.Event) -> None:
+                while not stop.is_set():
+                    rt.shared_embedder.embed(other)
+
+            load = threading.Thread(target=other_camera, args=(stop,), daemon=True)
+            if loaded:
+                load.start()
+            try:
+                with rt.engine("cam", cfg) as engine:
+                    out[loaded] = engine.run(str(hamilton_clip))
+            finally:
+                stop.set()
+                if loaded:
+                    load.join(10)
+    idle, busy = out[False], out[True]
+    print({k: (idle[k], busy[k]) for k in ("tracks", "decided_tracks", "embeddings", "relooks_deferred")})
+    assert idle["frames"] == busy["frames"] == CLIP_FRAMES
+    assert idle["relooks_deferred"] == 0  # nobody else uses the model: every re-check runs
+    assert busy["relooks_deferred"] > 0 and busy["embeddings"] < idle["embeddings"]
+    assert busy["decided_tracks"] == busy["tracks"] and idle["decided_tracks"] == idle["tracks"]  # all decided
+    assert abs(busy["tracks"] - idle["tracks"]) <= 1  # re-checks also refresh the vectors re-identification uses
+
+
 class _FakeCapture:
     def __init__(self, offered: float) -> None:
         self.offered = offered  # due frames a second its camera delivers
@@ -221,6 +263,31 @@ def test_fair_rates_lower_every_camera_by_one_factor_log_once_and_recover(caplog
         rates.tick(t)
     assert rates.scale == 1.0 and engines["a"].capture.sample_fps == 5.0 and engines["c"].capture.sample_fps == 10.0
     assert len([r for r in caplog.records if "keeping up again" in r.getMessage()]) == 1
+
+
+def test_fair_rates_do_not_judge_a_camera_in_its_first_seconds_live() -> None:
+    """A camera that just connected (or reconnected) drops frames while it and the models warm
+    up: those drops lower nothing until it has been live for ``warmup`` s; after that, they do."""
+    rates = FairRates(cores=2, cpu_time=lambda: 0.0, warmup=4.0)
+    eng = _FakeEngine(5)
+    rates.add("a", eng, 5.0)
+    eng.capture.status = SourceStatus.CONNECTING
+    rates.tick(0.0)
+
+    def burst(t: float) -> float:  # 2 s: 10 frames offered, 6 dropped
+        eng.capture.frames += 10
+        eng.capture.drops += 6
+        return rates.tick(t)
+
+    assert burst(2.0) == 1.0  # not live yet
+    eng.capture.status = SourceStatus.LIVE
+    assert burst(4.0) == 1.0 and burst(6.0) == 1.0  # live for 0 and 2 s: warming up
+    assert burst(8.0) < 1.0  # live for 4 s: judged, and short
+    low = rates.scale
+    eng.capture.status = SourceStatus.RECONNECTING
+    burst(10.0)
+    eng.capture.status = SourceStatus.LIVE
+    assert burst(12.0) >= low and burst(14.0) >= low  # back again: a new warm-up, nothing lowered
 
 
 def test_an_overloaded_monitor_lowers_every_camera_by_the_same_factor(

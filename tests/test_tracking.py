@@ -115,6 +115,25 @@ def test_query_schedule_new_in_flight_recheck_quality_and_cap() -> None:
         assert step(tr, i, box(10, 10), quality=[1.0]).query_rows.tolist() == []
 
 
+def test_relooks_are_the_decided_tracks_queries_and_stay_due_when_put_off() -> None:
+    """A re-check of a decided track is a re-look (the engine may put it off while the shared
+    model is busy); a new face and a retry after a failure are first looks. A re-look put off
+    (never marked queried) is asked for again on the next frame."""
+    tr = Tracker(TrackerConfig(recheck_ms=1000, min_query_gap_ms=100, retry_ms=300))
+    plan = step(tr, 0, box(10, 10), box(300, 10))
+    assert plan.query_rows.tolist() == [0, 1] and plan.relook_rows.tolist() == []  # two new faces
+    a, b = (int(t) for t in plan.track_ids)
+    tr.answer(tr.queried(a), [m("a", 0.6)])
+    tr.failed(tr.queried(b))  # b: no answer yet (gallery down)
+    plan = step(tr, 34, box(10, 10), box(300, 10))  # 1.1 s later: a's re-check, b's retry
+    assert plan.query_rows.tolist() == [0, 1] and plan.relook_rows.tolist() == [0]
+    first = plan.without_relooks()
+    assert first.query_rows.tolist() == [1] and first.track_ids.tolist() == plan.track_ids.tolist()
+    tr.queried(b)
+    again = step(tr, 35, box(10, 10), box(300, 10))  # a was not queried: still due, b is in flight
+    assert again.query_rows.tolist() == [0] and again.relook_rows.tolist() == [0]
+
+
 def test_recheck_every_n_frames() -> None:
     tr = Tracker(TrackerConfig(recheck_ms=None, recheck_frames=5, min_query_gap_ms=0))
     tid = int(step(tr, 0, box(10, 10)).track_ids[0])

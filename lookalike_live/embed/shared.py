@@ -55,6 +55,11 @@ class SharedEmbedder:
             raise AttributeError(name)
         return getattr(self.embedder, name)
 
+    @property
+    def busy(self) -> bool:
+        """A model call is running or waiting: a call now would wait (callers put off work that can wait)."""
+        return self._busy or bool(self._queue)
+
     def embed(self, crops: FaceCrops) -> Embeddings:
         """Embed ``crops`` (as the wrapped embedder would), in a batch with other threads' crops."""
         req = _Request(crops)
