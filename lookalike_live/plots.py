@@ -337,8 +337,9 @@ def plot_monitor_load(runs: Sequence[Mapping[str, Any]], path: str | Path) -> Pa
 
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
-        label = f"detect_fps {r['detect_fps']}" + ("" if r.get("detector", "default") == "default"
-                                                    else f", {r['detector']}-range detector")
+        label = (f"detect_fps {r['detect_fps']}" + ("" if r.get("detector", "default") == "default"
+                                                     else f", {r['detector']}-range detector")
+                 + (", streams in step" if r.get("streams") == "in step" else ""))
         groups.setdefault(label, []).append(r)
     fig = _new_figure((FIGSIZE[0], 3.4))
     ax_fps, ax_lat = fig.subplots(1, 2)

@@ -76,6 +76,7 @@ def test_monitor_bench_measures_two_cameras_from_one_relay(tmp_path: Path, model
                       cameras=(2,), rates=(5.0,), warmup=4.0, seconds=5.0, plots_dir=tmp_path)
     (run,) = res["runs"]
     assert run["cameras"] == 2 and set(run["per_camera_fps"]) == {"cam0", "cam1"}  # both paths played
+    assert run["streams"] == "out of step"
     assert 4.0 <= run["fps_min"] <= run["fps_max"] <= 5.6, run  # 5 a second each
     assert 40 < run["skipped_per_s"] < 60  # the other ~25 of 30 frames a second, of each of the 2 cameras
     assert run["cpu_cores"] > 0 and run["peak_rss_mb"] > 100 and run["decision_p95_ms"] is not None

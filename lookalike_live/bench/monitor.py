@@ -11,6 +11,11 @@ face decoded -> identity decided, over the whole run), the monitor's CPU use (co
 ``/metrics``, scraped at the start and the end of the window. The gallery: 2,000 random unit
 vectors (search cost only), as in the ``live`` section. Also, at 16 cameras and 5 fps, the
 short-range detector (fewer, larger faces: half the embeddings).
+
+The N streams are out of step: their publishers start the clip's duration / N apart (1 s at
+most), so the clip's cuts (new faces) come at different moments on different cameras, as on real
+cameras. One more run, 16 cameras at 5 fps with the streams in step (all publishers at once),
+shows the worst case: every camera's new faces at the same instant.
 Run: ``python -m lookalike_live.bench.monitor [--cameras 1 4] [--seconds 30]``.
 """
 
@@ -61,12 +66,12 @@ def _cpu_s(pids: Sequence[int]) -> float:
 
 def one_run(urls: Sequence[str], *, detect_fps: float, mstore: Path, gallery_uri: str, model: str,
             workdir: Path, warmup: float, seconds: float, relay_pids: Sequence[int],
-            detector: str | None = None) -> dict[str, Any]:
+            detector: str | None = None, in_step: bool = False) -> dict[str, Any]:
     """One monitor run on ``urls``; see the module doc for the figures."""
     from .relay import free_tcp_port
 
     port = free_tcp_port()
-    events = workdir / f"events-{len(urls)}-{detect_fps:g}-{detector or 'default'}.jsonl"
+    events = workdir / f"events-{len(urls)}-{detect_fps:g}-{detector or 'default'}{'-in-step' if in_step else ''}.jsonl"
     cmd = [sys.executable, "-m", "lookalike_live.cli", "monitor", "--events", str(events),
            "--metrics-port", str(port), "--detect-fps", str(detect_fps), "--model", model, "--backend", "onnx",
            "--milvus-uri", gallery_uri, "--no-thumbnails", "--health-interval", "10", "--json"]
@@ -113,6 +118,7 @@ def one_run(urls: Sequence[str], *, detect_fps: float, mstore: Path, gallery_uri
     lat95 = [c["p95_decision_latency_ms"] for c in summary["cameras"].values() if c.get("p95_decision_latency_ms")]
     res = {
         "cameras": len(urls), "detect_fps": detect_fps or "every frame", "detector": detector or "default",
+        "streams": "in step" if in_step else "out of step",
         "window_s": round(dt, 1),
         "fps_min": round(values[0], 2), "fps_median": round(statistics.median(values), 2),
         "fps_max": round(values[-1], 2), "min_over_max": round(values[0] / values[-1], 3) if values[-1] else 0.0,
@@ -132,10 +138,22 @@ def one_run(urls: Sequence[str], *, detect_fps: float, mstore: Path, gallery_uri
     return res
 
 
+def _clip_seconds(clip: str | Path) -> float:
+    """The clip's duration (frames / frame rate), 10 s when the file does not say."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(clip))
+    try:
+        frames, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return frames / fps if frames > 0 and fps > 0 else 10.0
+
+
 def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path | None = None,
         shared_models: Path | None = None, cameras: Sequence[int] = CAMERAS, rates: Sequence[float] = RATES,
         warmup: float = 15.0, seconds: float = 30.0, plots_dir: Path | None = None,
-        with_short: bool = True) -> dict[str, Any]:
+        with_short: bool = True, with_in_step: bool = True) -> dict[str, Any]:
     """Every (cameras, rate) run; see the module doc."""
     from .live import model_store, random_gallery
     from .relay import RtspRelay, missing_tools
@@ -151,7 +169,7 @@ def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path |
         gallery_uri = str(work / "gallery.db")
         random_gallery(gallery_uri, model, mstore)
         paths = [f"cam{i}" for i in range(max(cameras))]
-        with RtspRelay(clip, paths=paths, copy=True, log_dir=work) as relay:
+        with RtspRelay(clip, paths=paths, copy=True, log_dir=work, stagger=min(1.0, _clip_seconds(clip) / len(paths))) as relay:
             for n in cameras:
                 for fps in rates:
                     out["runs"].append(one_run(relay.urls[:n], detect_fps=fps, mstore=mstore, gallery_uri=gallery_uri,
@@ -161,6 +179,12 @@ def run(clip: str | Path, *, model: str = "facenet-casia-webface", store: Path |
                 out["runs"].append(one_run(relay.urls[:16], detect_fps=5.0, mstore=mstore, gallery_uri=gallery_uri,
                                            model=model, workdir=work, warmup=warmup, seconds=seconds,
                                            relay_pids=relay.pids, detector="short"))
+            if with_in_step and max(cameras) >= 16 and 5.0 in rates:
+                relay.stagger = 0.0  # every publisher at once: the clip's cuts on every camera together
+                relay.restart()
+                out["runs"].append(one_run(relay.urls[:16], detect_fps=5.0, mstore=mstore, gallery_uri=gallery_uri,
+                                           model=model, workdir=work, warmup=warmup, seconds=seconds,
+                                           relay_pids=relay.pids, in_step=True))
     if plots_dir is not None:
         from ..plots import plot_monitor_load
 

@@ -18,7 +18,8 @@ Two processes, both bound to 127.0.0.1 only:
   player joining or re-joining mid-stream decodes its first picture quickly; ``copy=True`` relays
   the clip's own packets instead (no encoding CPU, but key frames only every ~2 s).
 
-One relay serves many paths (``paths=("cam0", "cam1", ...)``: one ffmpeg publisher per path);
+One relay serves many paths (``paths=("cam0", "cam1", ...)``: one ffmpeg publisher per path;
+``stagger`` seconds between their starts put the looped clips out of step, as real cameras are);
 several relays on one machine do not play together (a second one's streams never play, even to
 ffprobe), so a test or benchmark with many cameras uses one relay with many paths.
 
@@ -131,6 +132,7 @@ class RtspRelay:
         copy: bool = False,
         gop: int = 10,
         log_dir: str | Path | None = None,
+        stagger: float = 0.0,
     ) -> None:
         reason = missing_tools()
         if reason:
@@ -142,6 +144,7 @@ class RtspRelay:
         self.path = self.paths[0]
         self.copy = copy
         self.gop = gop
+        self.stagger = float(stagger)  # seconds between the publishers' starts: the loops out of step
         self.client_port = free_tcp_port()
         self.source_port = free_tcp_port()
         while self.source_port == self.client_port:
@@ -209,12 +212,16 @@ class RtspRelay:
         if self.running:
             return self
         self._runs += 1
-        deadline = time.monotonic() + timeout + 0.5 * len(self.paths)
+        deadline = time.monotonic() + timeout + (0.5 + self.stagger) * len(self.paths)
         self._server = self._spawn(self.server_command(), f"server-{self._runs}.log")
         while not (_port_open(self.client_port) and _port_open(self.source_port)):
             self._check_alive(self._server, "rtsp-server-perl", deadline)
             time.sleep(0.05)
-        self._publishers = [self._spawn(self.publisher_command(p), f"ffmpeg-{p}-{self._runs}.log") for p in self.paths]
+        self._publishers = []
+        for i, p in enumerate(self.paths):
+            if i and self.stagger > 0:
+                time.sleep(self.stagger)
+            self._publishers.append(self._spawn(self.publisher_command(p), f"ffmpeg-{p}-{self._runs}.log"))
         waiting = list(self.paths)
         while waiting:
             waiting = [p for p in waiting if rtsp_describe_status(self.client_port, p) != 200]

@@ -120,7 +120,8 @@ def monitor_table(mon: dict[str, Any]) -> list[str]:
     if "runs" not in mon:
         return [f"The monitor section did not run: {str(mon.get('not_run', 'no figures'))[:100]}."]
     lines = [f"The monitor on {mon.get('cpus', '?')} cores ({mon.get('model')}, weights {mon.get('weights')}): N cameras "
-             "from one loopback RTSP relay (the sample clip, 640x360 at 29.97 fps), over "
+             "from one loopback RTSP relay (the sample clip, 640x360 at 29.97 fps, the streams out of step unless "
+             "marked), over "
              f"{_f(mon.get('seconds'), 0)} s after a {_f(mon.get('warmup_s'), 0)} s warm-up; decision latency over the "
              "whole run (p95: the worst camera's).", "",
              "| cameras | detect_fps | detector | analysed fps per camera min / median / max | min/max | "
@@ -128,7 +129,8 @@ def monitor_table(mon: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in mon["runs"]:
         det = r.get("detector", "default")
-        lines.append(f"| {r['cameras']} | {r['detect_fps']} | {'full (default)' if det == 'default' else det} | "
+        det = ("full (default)" if det == "default" else det) + (", streams in step" if r.get("streams") == "in step" else "")
+        lines.append(f"| {r['cameras']} | {r['detect_fps']} | {det} | "
                      f"{_f(r['fps_min'], 2)} / "
                      f"{_f(r['fps_median'], 2)} / {_f(r['fps_max'], 2)} | {_f(r['min_over_max'], 2)} | "
                      f"{_f(r['skipped_per_s'], 0)} | {_f(r['drops_per_s'], 1)} | {_f(r.get('rate_scale'), 2)} | "
