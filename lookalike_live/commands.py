@@ -421,7 +421,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lines.append(f"threshold at FAR {r['far']}: {r['threshold']:.3f} (TAR {r['tar_at_far']:.3f}); "
                      f"{len(r['skipped'])} photos skipped; {r['images_per_second']} img/s")
         for v in r.get("variants", []):
-            lines.append(f"  {v['name']:<17} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}"
+            lines.append(f"  {v['name']:<26} top-1 {v['top1']:.3f}  top-5 {v['top5']:.3f}"
                          + (f"  TPIR@1% {v['tpir_at_fpir_0.01']:.3f}  TPIR@10% {v['tpir_at_fpir_0.1']:.3f}"
                             if "tpir_at_fpir_0.01" in v else ""))
         if r.get("plots"):
