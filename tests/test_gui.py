@@ -93,6 +93,11 @@ def test_live_clip_overlay_click_face_snapshot_record(qtbot, make_window, live_g
     assert "onnx" in w.lbl_backend.text() and "connected" in w.lbl_milvus.text()
     assert f"{live_gallery.faces:,} faces" in w.lbl_gallery.text()
     assert w.banners.keys() == []
+    # a status message shows whole, over the source/backend/gallery labels, which come back after it
+    w.statusBar().showMessage("A long message that needs the whole status bar to be read: " + "x" * 40)
+    qtbot.waitUntil(lambda: not w.lbl_gallery.isVisible(), timeout=2000)
+    w.statusBar().clearMessage()
+    qtbot.waitUntil(lambda: w.lbl_gallery.isVisible() and w.lbl_source.isVisible(), timeout=2000)
 
     # the overlay: what is shown is the frame with boxes drawn (pixels changed on every box outline)
     res = w.result

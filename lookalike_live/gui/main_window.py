@@ -240,7 +240,7 @@ class MainWindow(OutputActions, QMainWindow):
         self.lbl_gallery = QLabel("gallery: -")
         self.lbl_source = QLabel("source: idle")
         for w in (self.lbl_source, self.lbl_backend, self.lbl_milvus, self.lbl_gallery):
-            sb.addPermanentWidget(w)
+            sb.addWidget(w)  # not permanent: a message ("Models loaded in ...") shows whole, over them, then they return
         self.act_hud.setChecked(self.hud_on)
         geometry = self.prefs.geometry()
         if geometry is None or not self.restoreGeometry(geometry):
