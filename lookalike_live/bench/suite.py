@@ -63,8 +63,9 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
         from .celeba_fixture import annotated_sample
 
         dataset = open_dataset(shared / "testdata" / "celeba", "celeba")
-        marked_ds = open_dataset(annotated_sample(shared / "testdata" / "celeba", _bench_cache() / "celeba-annotated",
-                                                  store), "celeba")
+        # --quick: no second pass with the gallery placed by landmarks
+        marked_ds = None if quick else open_dataset(annotated_sample(
+            shared / "testdata" / "celeba", _bench_cache() / "celeba-annotated", store), "celeba")
         by_model: dict[str, Any] = {}
         for model in ACCURACY_MODELS:  # real FaceNet where installed, and the MobileFaceNet fixture beside it
             spec = get_spec(model, store)
@@ -77,13 +78,15 @@ def run_section(name: str, shared: Path, store: Path, quick: bool = False, searc
                                        match_by=settings.match_by, study=True, progress=False, gallery_detector=det,
                                        plots=plots_dir if not any("plots" in r for r in by_model.values()) else None)
             res["skipped"] = len(res["skipped"])
-            # the same split with the gallery placed by landmarks (a landmark file from our detector,
-            # celeba_fixture) instead of detected, as `index build` does with CelebA's own file
-            with FaceAnalyzer.from_settings(settings, store=store) as analyzer, gallery_detector(store=store) as det:
-                marked = evaluate_dataset(marked_ds, analyzer, gallery_per_id=7, holdout_ids=20,
-                                          match_by=settings.match_by, progress=False, gallery_detector=det)
-            res["gallery_by_landmarks"] = {k: marked.get(k) for k in
-                                           ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "queries")}
+            if marked_ds is not None:
+                # the same split with the gallery placed by landmarks (a landmark file from our detector,
+                # celeba_fixture) instead of detected, as `index build` does with CelebA's own file
+                with FaceAnalyzer.from_settings(settings, store=store) as analyzer, \
+                        gallery_detector(store=store) as det:
+                    marked = evaluate_dataset(marked_ds, analyzer, gallery_per_id=7, holdout_ids=20,
+                                              match_by=settings.match_by, progress=False, gallery_detector=det)
+                res["gallery_by_landmarks"] = {k: marked.get(k) for k in
+                                               ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "queries")}
             by_model[model] = res
         return {"by_model": by_model}
     if name == "detect":
