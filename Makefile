@@ -19,9 +19,9 @@ $(BIN)/lookalike-live: pyproject.toml scripts/fix_opencv.py
 
 install: $(BIN)/lookalike-live  ## create .venv with the package and its app, plots, dev, export and mqtt extras
 
-test: install  ## run the whole test suite (the README's test command), then the race tests 12 times more
+test: install  ## run the whole test suite (the README's test command), then the race tests 6 times more
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -q -m race --count 12
+	$(BIN)/python -m pytest -q -m race --count 6
 
 test-fast: install  ## tests without the slow / server / gui ones
 	$(BIN)/python -m pytest -m "not slow and not milvus_server and not gui"
