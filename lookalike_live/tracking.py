@@ -291,9 +291,13 @@ class Tracker:
         self._visible = set()
         for r in range(n):
             self._update_track(self._tracks[int(track_ids[r])], detections, r, float(q[r]), ts_ms, frame_index)
-        query = [r for r in range(n) if self._needs_query(self._tracks[int(track_ids[r])], ts_ms, frame_index)]
-        relook = [r for r in query if self._tracks[int(track_ids[r])].decision is not None
-                  and not self._tracks[int(track_ids[r])].unavailable]
+        query, relook = [], []
+        for r in range(n):
+            t = self._tracks[int(track_ids[r])]
+            if self._needs_query(t, ts_ms, frame_index):
+                query.append(r)
+                if t.decision is not None and not t.unavailable:  # decided: a re-check
+                    relook.append(r)
         return Assignment(track_ids, np.asarray(query, np.int64), np.asarray(new_rows, np.int64),
                           np.asarray(relook, np.int64))
 
