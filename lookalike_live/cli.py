@@ -46,8 +46,9 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=("auto", "onnx", "tensorrt"),
                    help="inference backend; auto = TensorRT on an NVIDIA GPU when usable, else ONNX Runtime")
     g.add_argument("--match-by", choices=MATCH_BY,
-                   help="identity: a face's lookalike is the celebrity whose average face (centroid of all "
-                   "their photos) is nearest (default, measurably more accurate); face: the single most "
+                   help="centred (default): a face's lookalike is the celebrity whose average face (centroid of "
+                   "all their photos) is nearest once the gallery's average face is taken out of both (measured "
+                   "best at telling strangers apart); identity: the plain average face; face: the single most "
                    "similar photo")
     g.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="also embed each face's mirror image and average (twice the embedding work; default off)")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LOOKALIKE_"
 
-MATCH_BY = ("identity", "face")  # identity centroid | single nearest photo
+MATCH_BY = ("centred", "identity", "face")  # gallery-centred identity centroid | identity centroid | nearest photo
 
 
 class Settings(BaseModel):
@@ -55,9 +55,10 @@ class Settings(BaseModel):
     threshold: float = Field(0.35, ge=-1.0, le=1.0)
     max_faces: int = Field(16, ge=1)
     top_k: int = Field(10, ge=0)  # 0: no top-K list
-    # how a face is matched: "identity" = the nearest identity centroid (mean of its photos), which
-    # `eval identify --study` measured best; "face" = the single most similar photo
-    match_by: Literal["identity", "face"] = "identity"
+    # how a face is matched: "centred" = the nearest identity centroid (mean of its photos) with the
+    # gallery's mean vector taken out of both, which `eval identify --study` measured best at telling
+    # strangers apart; "identity" = the plain centroid; "face" = the single most similar photo
+    match_by: Literal["centred", "identity", "face"] = "centred"
     flip_tta: bool = False  # embed each face and its mirror image (2x embedding work; measured: within noise)
     log_level: str = "INFO"
 
@@ -150,7 +151,7 @@ def calibration_path() -> Path:
     return data_dir() / "calibration.json"
 
 
-def calibrated_threshold(model: str, match_by: str = "identity") -> float | None:
+def calibrated_threshold(model: str, match_by: str = "centred") -> float | None:
     """The saved calibrated threshold of ``model`` for faces matched by ``match_by`` (a threshold
     measured on nearest-photo scores does not fit centroid scores), or None (none saved, another
     matching, or an unreadable file)."""
@@ -242,7 +243,7 @@ def _log_once(message: str) -> None:
         log.info("%s", message)
 
 
-def shipped_threshold(model: str, match_by: str = "identity") -> float | None:
+def shipped_threshold(model: str, match_by: str = "centred") -> float | None:
     """The threshold a model's spec ships for ``match_by`` (measured on the CelebA sample at FAR
     1 %), or None (no such model, none shipped)."""
     from .errors import LookalikeError

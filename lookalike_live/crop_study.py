@@ -82,7 +82,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def crop_study(dataset: Any, analyzer: Any, gallery_detector: Any, *, gallery_per_id: int = 8,
-               holdout_ids: int = 0, distractors: Any = None, limit: int | None = None, match_by: str = "identity",
+               holdout_ids: int = 0, distractors: Any = None, limit: int | None = None, match_by: str = "centred",
                variants: tuple[tuple[str, dict[str, Any]], ...] = CROP_VARIANTS, progress: bool = True) -> dict:
     """Score each crop variant of ``analyzer``'s embedder (see the module doc) and each of
     :data:`ENSEMBLES`; the result's ``variants`` rows hold ``name``, ``alignment``, ``flip`` and the

@@ -211,11 +211,15 @@ def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str] | np.ndarray
 
     ``match_by="face"``: an identity's score is its most similar photo's; ``"identity"``: the
     similarity to the identity's centroid (mean of its photos' vectors, weighted by ``weights``
-    when given, re-normalised), which is what the live app matches against by default."""
+    when given, re-normalised); ``"centred"`` (what the live commands match by default): the same
+    after the gallery's mean vector is taken out of every vector (:func:`centred`)."""
     if match_by not in MATCH_BY:
         raise ValueError(f"match_by must be one of {MATCH_BY}, got {match_by!r}")
     names, inverse = np.unique(np.asarray(gallery_ids), return_inverse=True)
-    if match_by == "identity":
+    if match_by == "centred":
+        mean = np.asarray(gallery, np.float32).mean(axis=0)
+        gallery, probes = centred(gallery, mean), centred(probes, mean)
+    if match_by != "face":
         from .gallery import mean_directions
 
         w = None if weights is None else np.maximum(np.asarray(weights, np.float32), 1e-6)
@@ -226,6 +230,15 @@ def identity_scores(gallery: np.ndarray, gallery_ids: Sequence[str] | np.ndarray
     for j in range(len(names)):
         out[:, j] = sims[:, inverse == j].max(axis=1)
     return names, out
+
+
+def centred(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``vectors`` minus ``mean`` (the gallery's mean embedding), L2-normalised again: what the
+    gallery's centred collection and match_by "centred" do (see
+    :func:`lookalike_live.gallery.local_index.centre_vectors`)."""
+    from .gallery.local_index import centre_vectors
+
+    return centre_vectors(vectors, mean)
 
 
 def tpir_at_fpir(top1_correct: np.ndarray, mated_scores: np.ndarray, nonmated_scores: np.ndarray,
@@ -241,28 +254,14 @@ def tpir_at_fpir(top1_correct: np.ndarray, mated_scores: np.ndarray, nonmated_sc
     return float(np.mean(np.asarray(top1_correct, bool) & (np.asarray(mated_scores) >= thr))), thr
 
 
-def centred(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """``vectors`` minus ``mean`` (the gallery's mean embedding), L2-normalised again. A model's
-    embeddings of one kind of photo share a common component (FaceNet's on CelebA more than
-    MobileFaceNet's); taking it out spreads strangers' similarities around 0, so one threshold
-    separates them better (``eval identify --study``: "identity, gallery-centred")."""
-    v = np.asarray(vectors, np.float32) - np.asarray(mean, np.float32)[None, :]
-    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str] | np.ndarray, probes: np.ndarray,
                          probe_ids: Sequence[str] | np.ndarray, nonmated: np.ndarray | None = None, *, match_by: str = "face",
                          weights: np.ndarray | None = None, ks: Sequence[int] = (1, 5), far: float = 0.01,
-                         fpirs: Sequence[float] = (0.01, 0.1), center: bool = False) -> dict:
+                         fpirs: Sequence[float] = (0.01, 0.1)) -> dict:
     """Closed-set top-k accuracy of ``probes`` against the gallery; the threshold at ``far`` over
     probe-vs-other-identity scores (one comparison's false-accept rate, in the score the live app
     thresholds) with the true-accept rate there; and, given ``nonmated`` probes (distractors),
-    open-set TPIR at each FPIR with its threshold (``threshold_at_fpir_<f>``). ``center``: every
-    vector minus the gallery's mean vector, re-normalised, before scoring (:func:`centred`)."""
-    if center:
-        mean = np.asarray(gallery, np.float32).mean(axis=0)
-        gallery, probes = centred(gallery, mean), centred(probes, mean)
-        nonmated = None if nonmated is None else centred(nonmated, mean)
+    open-set TPIR at each FPIR with its threshold (``threshold_at_fpir_<f>``)."""
     names, sc = identity_scores(gallery, gallery_ids, probes, match_by=match_by, weights=weights)
     truth = np.asarray(probe_ids)
     order = np.argsort(-sc, axis=1, kind="stable")
@@ -285,15 +284,15 @@ def score_identification(gallery: np.ndarray, gallery_ids: Sequence[str] | np.nd
     return out
 
 
-#: (name, flip, match_by, quality_weighted, centred) of each variant that ``evaluate_dataset(study=True)``
-#: scores ("centred": the gallery's mean embedding taken out of every vector, :func:`centred`)
+#: (name, flip, match_by, quality_weighted) of each variant that ``evaluate_dataset(study=True)``
+#: scores ("centred": identity centroids with the gallery's mean embedding taken out, :func:`centred`)
 VARIANTS = (
-    ("baseline", False, "face", False, False),
-    ("flip", True, "face", False, False),
-    ("identity", False, "identity", False, False),
-    ("identity+quality", False, "identity", True, False),
-    ("identity, gallery-centred", False, "identity", False, True),
-    ("all", True, "identity", True, False),
+    ("baseline", False, "face", False),
+    ("flip", True, "face", False),
+    ("identity", False, "identity", False),
+    ("identity+quality", False, "identity", True),
+    ("identity, gallery-centred", False, "centred", False),
+    ("all", True, "centred", True),
 )
 
 
@@ -381,10 +380,10 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
         v = np.concatenate(parts)
         return v if len(v) else None
 
-    def score(flip_: bool, match_by_: str, qw: bool, center: bool = False) -> dict:
+    def score(flip_: bool, match_by_: str, qw: bool) -> dict:
         v = emb.embeddings(flip_)
         return score_identification(v[g], ids[g], v[q], ids[q], nonmated(flip_), match_by=match_by_,
-                                    weights=emb.quality[g] if qw else None, ks=ks, far=far, center=center)
+                                    weights=emb.quality[g] if qw else None, ks=ks, far=far)
 
     out.update(score(flip, match_by, quality_weighted))
     out["matching"] = {"flip": flip, "match_by": match_by, "quality_weighted": quality_weighted}
@@ -394,8 +393,8 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
     out.update(identities=len(set(ids[~held].tolist())), gallery=int(g.sum()), queries=int(q.sum()),
                roc_auc=round(roc_auc(scores, same), 4), undetected=undetected.count("no face found"))
     if study:
-        out["variants"] = [{"name": n, "flip": f, "match_by": m, "quality_weighted": w, "centred": c,
-                            **score(f, m, w, c)} for n, f, m, w, c in VARIANTS]
+        out["variants"] = [{"name": n, "flip": f, "match_by": m, "quality_weighted": w, **score(f, m, w)}
+                           for n, f, m, w in VARIANTS]
     if plots is not None:
         from . import plots as charts
 
@@ -409,7 +408,8 @@ def evaluate_dataset(dataset, analyzer, *, gallery_per_id: int = 7, ks: Sequence
         title = f"{out['model']} on {dataset.name}"
         curves = {"nearest photo": comparisons(False, "face"), "nearest photo, flip TTA": comparisons(True, "face"),
                   "identity centroid": comparisons(False, "identity"),
-                  "identity centroid, flip TTA": comparisons(True, "identity")}
+                  "identity centroid, flip TTA": comparisons(True, "identity"),
+                  "gallery-centred centroid": comparisons(False, "centred")}
         scores_mine, same_mine = comparisons(flip, match_by)
         out["plots"] = [
             str(charts.plot_roc(curves, folder / "roc.png", title=f"ROC, query vs gallery identity: {title}")),

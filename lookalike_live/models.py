@@ -113,6 +113,7 @@ class CalibrationSpec:
     sample, FAR 1 %): used when no flag, environment variable, config file or a threshold saved
     by ``eval identify --save-threshold`` sets one. Keys: the ``match_by`` mode."""
 
+    centred: float | None = None
     identity: float | None = None
     face: float | None = None
     measured: str = ""

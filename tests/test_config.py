@@ -16,12 +16,13 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(tmp_path / "models"))
     s = load_settings(path=tmp_path / "absent.toml")
     # no FaceNet installed: the one the package registry carries, with the threshold its spec ships
-    shipped = get_spec("facenet-casia-webface").calibration.identity
-    assert shipped is not None and 0.2 < shipped < 0.8
+    shipped = get_spec("facenet-casia-webface").calibration.centred  # the default matching's
+    assert shipped is not None and 0.1 < shipped < 0.8
     assert s == Settings(threshold=shipped)
     assert s.model == "facenet-casia-webface" and s.milvus_uri is None and s.collection == "faces"
-    assert load_settings({"match_by": "face"}, path=tmp_path / "absent.toml").threshold == \
-        get_spec("facenet-casia-webface").calibration.face
+    for by in ("face", "identity"):
+        assert load_settings({"match_by": by}, path=tmp_path / "absent.toml").threshold == \
+            getattr(get_spec("facenet-casia-webface").calibration, by)
     # the best installed FaceNet wins; a model that ships no calibration keeps the plain default
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "facenet-vggface2.onnx").write_bytes(b"x")
@@ -30,7 +31,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a threshold measured by `eval identify --save-threshold` beats the shipped one
     from lookalike_live.config import save_calibrated_threshold
 
-    save_calibrated_threshold("facenet-casia-webface", 0.61, match_by="identity")
+    save_calibrated_threshold("facenet-casia-webface", 0.61, match_by="centred")
     assert load_settings({"model": "facenet-casia-webface"}, path=tmp_path / "absent.toml").threshold == 0.61
 
 
@@ -66,7 +67,7 @@ def test_bad_values_are_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_match_by_and_flip_tta_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     absent = tmp_path / "absent.toml"
     s = load_settings(path=absent)
-    assert s.match_by == "identity" and s.flip_tta is False
+    assert s.match_by == "centred" and s.flip_tta is False
     for raw, want in (("1", True), ("yes", True), ("off", False), ("FALSE", False)):
         monkeypatch.setenv("LOOKALIKE_FLIP_TTA", raw)
         assert load_settings(path=absent).flip_tta is want
@@ -79,7 +80,7 @@ def test_match_by_and_flip_tta_settings(tmp_path: Path, monkeypatch: pytest.Monk
     s = load_settings(path=cfg)
     assert (s.match_by, s.flip_tta) == ("face", True)
     cfg.write_text('match-by = "crowd"\n')
-    with pytest.raises(ConfigError, match="match_by must be one of identity, face"):
+    with pytest.raises(ConfigError, match="match_by must be one of centred, identity, face"):
         load_settings(path=cfg)
 
 
@@ -88,8 +89,8 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
 
     absent = tmp_path / "absent.toml"
     assert calibrated_threshold("mobilefacenet") is None
-    save_calibrated_threshold("mobilefacenet", 0.27, far=0.01, match_by="identity")
-    save_calibrated_threshold("facenet-casia-webface", 0.41, match_by="identity")
+    save_calibrated_threshold("mobilefacenet", 0.27, far=0.01, match_by="centred")
+    save_calibrated_threshold("facenet-casia-webface", 0.41, match_by="centred")
     assert calibration_path().is_file()
     assert calibrated_threshold("mobilefacenet") == 0.27  # the other model's entry did not replace it
     assert load_settings(path=absent).threshold == 0.41  # the default model (no FaceNet installed here)
@@ -106,9 +107,11 @@ def test_calibrated_threshold_is_used_only_when_nobody_set_one(tmp_path: Path, m
     save_calibrated_threshold("mobilefacenet", 0.33, match_by="face")
     from lookalike_live.models import get_spec
 
-    shipped = get_spec("mobilefacenet").calibration.identity  # what its spec ships
+    shipped = get_spec("mobilefacenet").calibration.centred  # what its spec ships
     assert shipped is not None and load_settings({"model": "mobilefacenet"}, path=absent).threshold == shipped
     assert load_settings({"model": "mobilefacenet", "match_by": "face"}, path=absent).threshold == 0.33
+    assert load_settings({"model": "mobilefacenet", "match_by": "identity"}, path=absent).threshold == \
+        get_spec("mobilefacenet").calibration.identity  # centred and plain centroids have their own
     calibration_path().write_text("not json")
     assert calibrated_threshold("mobilefacenet") is None  # a broken file is ignored, not fatal
 
@@ -130,7 +133,7 @@ def test_settings_are_validated_by_type_and_range_with_the_key_and_its_origin(tm
         load_settings({"max_faces": "many"}, path=tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         Settings().replace(colour="red")
-    with pytest.raises(ConfigError, match="Settings: match_by must be one of identity, face"):
+    with pytest.raises(ConfigError, match="Settings: match_by must be one of centred, identity, face"):
         Settings(match_by="crowd")
     assert "s3cret" not in repr(Settings(token="s3cret")) and Settings(token="s3cret").token == "s3cret"
     with pytest.raises(ConfigError) as err:  # a refused secret is not echoed back

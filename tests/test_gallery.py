@@ -171,6 +171,66 @@ def test_identity_centroids(gallery: Gallery) -> None:
     assert gallery.stats()["identities"] == 11
 
 
+def _shared_component_faces(gallery: Gallery, n_ids: int = 12, per: int = 6):  # type: ignore[no-untyped-def]
+    """Faces whose vectors share one direction at a strength that varies photo to photo (as real
+    embeddings of one kind of photo do), written to ``gallery``: (ids, vecs, identity)."""
+    ids, vecs, identity, name, paths, _ = _faces(n_ids=n_ids, per=per)
+    rng = np.random.default_rng(9)
+    shared = np.eye(DIM, dtype=np.float32)[0]
+    vecs = vecs + rng.uniform(0.5, 2.5, (len(vecs), 1)).astype(np.float32) * shared
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    gallery.upsert_faces(ids, vecs, identity, name, "ds", paths, thumbnail=[_thumb(i) for i in range(len(ids))])
+    return ids, vecs, identity
+
+
+def test_centred_search_ranks_as_the_evaluation_scores(gallery: Gallery) -> None:
+    """match_by "centred": the gallery's mean taken out of the faces, the centroids and the query.
+    The local index and Milvus's centred collection (mean kept as its property) rank identities
+    with the scores `eval identify` computes for "centred" from the same vectors."""
+    from lookalike_live.evaluation import identity_scores
+
+    ids, vecs, identity = _shared_component_faces(gallery)
+    assert gallery.rebuild_centroids() == 12
+    queries = _noisy(vecs[::7], seed=3, scale=1.5)
+    names, expected = identity_scores(vecs, identity, queries, match_by="centred")
+    _, plain = identity_scores(vecs, identity, queries, match_by="identity")
+    assert not np.allclose(expected, plain, atol=0.05)  # centring changes the scores here
+    with Gallery(gallery.uri, collection=gallery.collection, local_index=False, match_by="centred") as remote:
+        assert remote.centred_mean() is not None and gallery.centroids_current()
+        for g in (gallery, remote):
+            hits = g.search(queries, k=3, match_by="centred", with_thumbnails=True)
+            for i, row in enumerate(hits):
+                order = np.argsort(-expected[i])[:3]
+                assert [h.identity for h in row] == list(names[order]), ("local index" if g.local_index_enabled else "milvus", i)
+                assert [h.score for h in row] == pytest.approx(expected[i][order].tolist(), abs=1e-4)
+                assert row[0].thumbnail is not None and row[0].face_id in ids
+        assert remote.search(queries[:1], k=1)[0][0].identity == names[np.argmax(expected[0])]  # its match_by
+    # the representative photo shown is the plain centroid's (the same as identity matching shows)
+    by_identity = gallery.search(queries, k=1, match_by="identity")
+    by_centred = gallery.search(queries, k=1, match_by="centred")
+    for a, b in zip(by_identity, by_centred, strict=True):
+        if a[0].identity == b[0].identity:
+            assert a[0].face_id == b[0].face_id
+
+
+def test_centred_search_without_centred_centroids_uses_identity_centroids(gallery: Gallery, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A gallery built before centred matching existed has identity centroids only: centred matching
+    answers from them, says how to add the centred ones once, and index build's check asks for them."""
+    ids, vecs, identity = _shared_component_faces(gallery)
+    assert gallery.rebuild_centroids() == 12
+    gallery._client.drop_collection(gallery.centred_collection)  # as an older version left it
+    with Gallery(gallery.uri, collection=gallery.collection, local_index=False, match_by="centred") as remote:
+        assert not remote.centroids_current()  # `index build` makes them again
+        hits = remote.search(vecs[:2], k=1)
+        expect = remote.search(vecs[:2], k=1, match_by="identity")
+        assert [h[0].identity for h in hits] == [h[0].identity for h in expect]
+        assert [h[0].score for h in hits] == pytest.approx([h[0].score for h in expect], abs=1e-5)
+        assert caplog.text.count("no gallery-centred centroids") == 1 and "index build" in caplog.text
+        remote.search(vecs[:2], k=1)
+        assert caplog.text.count("no gallery-centred centroids") == 1
+    assert gallery.rebuild_centroids() == 12 and gallery.centroids_current()
+
+
 def test_identity_search_without_centroids_falls_back_to_faces(gallery: Gallery, caplog) -> None:  # type: ignore[no-untyped-def]
     """An interrupted (or older) build has no centroids yet: identity matching searches faces and says how to fix it."""
     ids, vecs, *_ = _fill(gallery)
@@ -206,6 +266,37 @@ def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gal
             typical = int(members[np.argmax(vecs[members] @ (mean / np.linalg.norm(mean)))])
             assert hits[0].identity == identity[7] and hits[0].face_id == ids[typical]
             assert len({h.identity for h in hits}) == 3
+        finally:
+            matcher.close()
+
+
+def test_live_matcher_on_a_server_matches_centred_once_a_build_adds_them(gallery: Gallery, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The async path with match_by "centred": single faces before any centroids, then the centred
+    collection's scores (the query centred on the mean kept in its property), as the evaluation
+    computes them."""
+    import lookalike_live.gallery.common as gmod
+    from lookalike_live.evaluation import identity_scores
+
+    if gallery.is_lite:
+        pytest.skip("Milvus Lite galleries search their in-process index, not AsyncMilvusClient")
+    ids, vecs, identity = _shared_component_faces(gallery)
+    gallery.flush()
+    monkeypatch.setattr(gmod, "CENTROIDS_RECHECK_S", 0.5)
+    query = _noisy(vecs[7:8], seed=4, scale=1.5)
+    names, expected = identity_scores(vecs, identity, query, match_by="centred")
+    with Gallery(gallery.uri, collection=gallery.collection, match_by="centred") as live:
+        matcher = live.matcher()
+        try:
+            first = matcher.submit("cam", vecs[7:8], k=3).result(timeout=30)[0]
+            assert first[0].face_id == ids[7]  # nothing but faces yet
+            assert gallery.rebuild_centroids() == 12
+            for name in (gallery.identities_collection, gallery.centred_collection):
+                gallery.wait_for_index(timeout=120, collection=name)
+            time.sleep(0.6)
+            hits = matcher.submit("cam", query, k=3).result(timeout=30)[0]
+            order = np.argsort(-expected[0])[:3]
+            assert [h.identity for h in hits] == list(names[order])
+            assert [h.score for h in hits] == pytest.approx(expected[0][order].tolist(), abs=1e-4)
         finally:
             matcher.close()
 

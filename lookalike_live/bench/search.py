@@ -19,10 +19,11 @@ tests/milvus_server.py):
 
 Latency is measured once it is steady (:func:`_settle`, recorded under ``settle``).
 
-Each backend is also measured as live matching uses it by default (``match_by="identity"``):
-the identity centroids are built (:meth:`~lookalike_live.gallery.Gallery.rebuild_centroids`)
-and searched, with recall@1 against exact numpy search over the same centroids
-(``search_identity``).
+Each backend is also measured searching identity centroids: the centroids are built
+(:meth:`~lookalike_live.gallery.Gallery.rebuild_centroids`) and searched plain (``match_by=
+"identity"``, ``search_identity``) and gallery-centred as live matching does by default
+(``match_by="centred"``, ``search_centred``), each with recall@1 against exact numpy search over
+the same centroids.
 """
 
 from __future__ import annotations
@@ -136,17 +137,23 @@ def _measure(gallery: Any, queries: np.ndarray, gt: np.ndarray, labels: np.ndarr
     }
 
 
-def exact_identity_top1(vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """The label of each query's nearest identity centroid (normalised mean of its vectors)."""
-    from ..gallery import mean_directions
+def exact_identity_top1(vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray, centred: bool = False) -> np.ndarray:
+    """The label of each query's nearest identity centroid (normalised mean of its vectors), or
+    with ``centred`` its nearest gallery-centred centroid (the query centred on the same mean)."""
+    from ..gallery.local_index import centre_vectors, centred_centroids, mean_directions
 
-    return np.argmax(queries @ mean_directions(vecs, labels, int(labels.max()) + 1).T, axis=1)
+    n_ids = int(labels.max()) + 1
+    if centred:
+        mean, cent = centred_centroids(vecs, labels, n_ids)
+        return np.argmax(centre_vectors(queries, mean) @ cent.T, axis=1)
+    return np.argmax(queries @ mean_directions(vecs, labels, n_ids).T, axis=1)
 
 
-def _measure_identity(gallery: Any, queries: np.ndarray, gt: np.ndarray, qlabels: np.ndarray) -> dict[str, Any]:
-    """Identity-centroid search (match_by="identity"): latency at nq=1 and nq=8, and recall@1
-    against ``gt``, exact numpy search over the same centroids."""
-    lat1, top, lat8 = _timed_searches(gallery, queries, match_by="identity")
+def _measure_identity(gallery: Any, queries: np.ndarray, gt: np.ndarray, qlabels: np.ndarray,
+                      match_by: str = "identity") -> dict[str, Any]:
+    """Identity-centroid search (``match_by`` "identity" or "centred"): latency at nq=1 and nq=8,
+    and recall@1 against ``gt``, exact numpy search over the same centroids."""
+    lat1, top, lat8 = _timed_searches(gallery, queries, match_by=match_by)
     got_a = np.asarray([int(m.identity) if m is not None else -1 for m in top])
     return {"nq1": _pct(lat1), "nq8": _pct(lat8) if lat8 else None,
             "recall@1": round(float((got_a == gt).mean()), 4),
@@ -174,7 +181,7 @@ def _insert(gallery: Any, vecs: np.ndarray, labels: np.ndarray, ids: np.ndarray,
 def _bench_backend(name: str, uri: str, vecs: np.ndarray, labels: np.ndarray, queries: np.ndarray,
                    qlabels: np.ndarray, gt: np.ndarray, ids: np.ndarray, batch: int, thumbnails: bool,
                    native_lite_queries: int, server_efs: tuple[int, ...] = (),
-                   gt_identity: np.ndarray | None = None) -> dict[str, Any]:
+                   gt_identity: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     from ..gallery import Gallery
 
     out: dict[str, Any] = {"uri": uri}
@@ -199,14 +206,16 @@ def _bench_backend(name: str, uri: str, vecs: np.ndarray, labels: np.ndarray, qu
         out["stats"] = {k: v for k, v in g.stats().items() if k in ("faces", "index", "local_index", "server_version")}
         out["settle"] = _settle(g, queries)
         out["search"] = _measure(g, queries, gt, labels, qlabels, ids)
-        # what live matching searches by default: the identity centroids (Settings.match_by)
+        # the identity centroids, plain and gallery-centred (what live matching searches by default)
         if gt_identity is None:
-            gt_identity = exact_identity_top1(vecs, labels, queries)
+            gt_identity = (exact_identity_top1(vecs, labels, queries), exact_identity_top1(vecs, labels, queries, True))
         t0 = time.perf_counter()
         out["centroids"] = g.rebuild_centroids()
-        g.wait_for_index(timeout=3600, collection=g.identities_collection)
+        for coll in (g.identities_collection, g.centred_collection):
+            g.wait_for_index(timeout=3600, collection=coll)
         out["centroids_build_s"] = round(time.perf_counter() - t0, 1)
-        out["search_identity"] = _measure_identity(g, queries, gt_identity, qlabels)
+        out["search_identity"] = _measure_identity(g, queries, gt_identity[0], qlabels)
+        out["search_centred"] = _measure_identity(g, queries, gt_identity[1], qlabels, "centred")
         out["ef"] = g.ef if not g.local_index_enabled else None
         if not g.local_index_enabled and server_efs:
             default_ef = g.ef
@@ -256,7 +265,7 @@ def run(n: int = 202_599, dim: int = 512, queries: int = 200, uris: dict[str, st
     vecs, labels, q, qlabels = synthetic_faces(n, dim, identities, seed=seed, queries=queries)
     ids = np.arange(1, n + 1, dtype=np.int64) * 7919  # any unique non-negative ids
     gt = exact_top1(vecs, q)
-    gt_identity = exact_identity_top1(vecs, labels, q)
+    gt_identity = (exact_identity_top1(vecs, labels, q), exact_identity_top1(vecs, labels, q, centred=True))
     result: dict[str, Any] = {"n": n, "dim": dim, "identities": identities, "queries": queries,
                               "thumbnails": thumbnails, "backends": {}}
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-bench-search-", dir=work_dir))

@@ -38,6 +38,9 @@ PROP_SCHEMA = "lookalike.schema"
 PROP_GENERATION = "lookalike.generation"
 #: on the identities collection: the faces generation its centroids were made from
 PROP_CENTROIDS_OF = "lookalike.centroids_of"
+#: on the centred collection: the gallery's mean vector its centroids were centred on (base64 of
+#: little-endian float32; queries are centred on it too)
+PROP_MEAN = "lookalike.mean"
 
 #: HNSW parameters. lookalike_live.bench.search on a Milvus 2.3 server, 202,599 clustered 512-d
 #: vectors, 200 queries, 2-core CPU shared by server and client: M=32 / efConstruction=200 index
@@ -333,6 +336,19 @@ def collection_schema(dim: int, identities: bool) -> Any:
     s.add_field("quality", DataType.FLOAT)
     s.add_field("thumbnail", DataType.VARCHAR, max_length=THUMB_B64_MAX)
     return s
+
+
+def encode_vector(v: np.ndarray) -> str:
+    """A vector as a collection property: base64 of its little-endian float32 bytes."""
+    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str, dim: int) -> np.ndarray:
+    """The vector :func:`encode_vector` wrote; ValueError unless it has ``dim`` finite values."""
+    v = np.frombuffer(base64.b64decode(text, validate=True), "<f4").astype(np.float32)
+    if v.shape != (dim,) or not np.isfinite(v).all():
+        raise ValueError(f"expected {dim} finite float32 values, got {v.shape[0]}")
+    return v
 
 
 # --------------------------------------------------------------------------- hits -> matches

@@ -71,6 +71,8 @@ class LocalIndex:
         self._built_n = 0
         # per identity (first-seen order): key, centroid, representative row, face count
         self._ident: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the gallery's mean vector and each identity's gallery-centred centroid (same order)
+        self._centred: tuple[np.ndarray, np.ndarray] | None = None
         # thumbnails by face id (None: the face has none): pinned (representatives) and recent
         self._thumbs: dict[int, bytes | None] = {}
         self._recent: collections.OrderedDict[int, bytes | None] = collections.OrderedDict()
@@ -128,6 +130,7 @@ class LocalIndex:
                 self._assign[rows] = np.argmax(vectors @ self._centroids.T, axis=1).astype(np.int32)
                 self._order = None  # lists rebuilt lazily
             self._ident = None
+            self._centred = None
             self.dirty = True
 
     # -- IVF maintenance
@@ -189,12 +192,22 @@ class LocalIndex:
             labels = np.fromiter((codes.setdefault(s, len(codes)) for s in self._identity[:n]), np.int64, n)
             cent, rep = identity_centroids(self._vecs[:n], labels, len(codes), tiebreak=self._ids[:n])
             self._ident = (list(codes), cent, rep, np.bincount(labels, minlength=len(codes)))
+            self._centred = centred_centroids(self._vecs[:n], labels, len(codes))
             log.debug("local index: %d identity centroids in %.2f s", len(codes), time.perf_counter() - t0)
         return self._ident
 
-    def search_identities(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def centred_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the gallery's mean vector (dim,), each identity's gallery-centred centroid (I, dim), in
+        the order of the identity table): see :func:`centred_centroids`."""
+        with self._lock:
+            self._identity_table()
+            assert self._centred is not None
+            return self._centred
+
+    def search_identities(self, queries: np.ndarray, k: int = 1, centred: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k identities for each L2-normalised query by centroid similarity: (scores (nq, k),
-        row of each identity's representative face (nq, k), -1 where fewer than k identities exist)."""
+        row of each identity's representative face (nq, k), -1 where fewer than k identities exist).
+        ``centred``: the query and the centroids with the gallery's mean taken out (match_by "centred")."""
         nq = len(queries)
         with self._lock:
             scores = np.full((nq, k), -np.inf, np.float32)
@@ -202,6 +215,10 @@ class LocalIndex:
             if self._n == 0 or nq == 0:
                 return scores, rows
             _, cent, rep, _ = self._identity_table()
+            if centred:
+                assert self._centred is not None
+                mean, cent = self._centred
+                queries = centre_vectors(queries, mean)
             sims = queries @ cent.T
             for i in range(nq):
                 _topk(sims[i], rep, k, scores[i], rows[i])
@@ -250,14 +267,17 @@ class LocalIndex:
 
     def identity_rows(self) -> list[dict[str, Any]]:
         """One row per identity for the identities collection: centroid, display name, face count
-        and representative face (id, dataset, image path)."""
+        and representative face (id, dataset, image path); ``"centred"``: its gallery-centred
+        centroid, for the centred collection (the mean taken out is ``centred_table()[0]``)."""
         with self._lock:
             keys, cent, rep, counts = self._identity_table()
+            _, centred = self.centred_table()
             rows = []
             for c, key in enumerate(keys):
                 fid, _, name, ds, path = self.row(int(rep[c]))
                 rows.append({"id": identity_id(key), "vector": cent[c], "identity": key, "name": name,
-                             "count": int(counts[c]), "face_id": fid, "dataset": ds, "image_path": path})
+                             "count": int(counts[c]), "face_id": fid, "dataset": ds, "image_path": path,
+                             "centred": centred[c]})
             return rows
 
     # -- thumbnails
@@ -391,6 +411,31 @@ def mean_directions(vectors: np.ndarray, labels: np.ndarray, n_identities: int,
     return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
+def centre_vectors(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``vectors`` (N, D) minus the gallery's ``mean`` vector, L2-normalised again (float32). A
+    model's embeddings of one kind of photo share a common component (FaceNet's of CelebA more than
+    MobileFaceNet's); without it strangers' similarities spread around 0, so one threshold tells
+    them from the people in the gallery better (match_by "centred")."""
+    v = np.asarray(vectors, np.float32) - np.asarray(mean, np.float32)[None, :]
+    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def centred_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int,
+                      chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """The gallery's mean vector (the mean of all rows of ``vectors``) and each identity's
+    gallery-centred centroid: the normalised mean of its rows after :func:`centre_vectors`.
+    Works ``chunk`` rows at a time (no copy of all vectors). float32 ((D,), (I, D))."""
+    dim = vectors.shape[1]
+    if len(labels) == 0:
+        return np.zeros(dim, np.float32), np.zeros((0, dim), np.float32)
+    mean = np.asarray(vectors, np.float64).mean(axis=0).astype(np.float32)
+    sums = np.zeros((n_identities, dim), np.float64)
+    for s in range(0, len(labels), chunk):
+        np.add.at(sums, labels[s : s + chunk], centre_vectors(vectors[s : s + chunk], mean))
+    cent = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return mean, cent.astype(np.float32)
+
+
 #: similarities this close are a tie for the representative photo, broken by the smaller face id,
 #: so that every way of computing the centroids (here, or from Milvus in Gallery._centroid_rows, in
 #: any row order) picks the same photo: an identity's two photos are exactly as near their mean
@@ -450,9 +495,9 @@ def _load_thumbnails(directory: Path) -> tuple[dict[int, bytes | None], dict[int
 
 def search_local(local: LocalIndex, q: np.ndarray, k: int, by: str = "face") -> list[list[Match]]:
     """The top-``k`` :class:`GalleryMatch` of each L2-normalised query in ``local``, without
-    thumbnails: by "face" (single photos) or "identity" (centroids, each answered with its
-    representative photo)."""
-    scores, rows = local.search_identities(q, k) if by == "identity" else local.search(q, k)
+    thumbnails: by "face" (single photos), "identity" (centroids, each answered with its
+    representative photo) or "centred" (gallery-centred centroids, answered the same way)."""
+    scores, rows = (local.search(q, k) if by == "face" else local.search_identities(q, k, centred=by == "centred"))
     out: list[list[Match]] = []
     for i in range(len(q)):
         matches: list[Match] = []

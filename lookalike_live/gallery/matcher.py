@@ -30,7 +30,7 @@ from .common import (
     to_gallery_error,
     unavailable_message,
 )
-from .local_index import LocalIndex, held_thumbnails, search_local
+from .local_index import LocalIndex, centre_vectors, held_thumbnails, search_local
 
 if TYPE_CHECKING:
     from .store import Gallery
@@ -97,7 +97,9 @@ class Matcher:
                          "local": 0, "milvus": 0, "thumbnails_fetched": 0, "thumbnails_failed": 0}
         self._client: Any = None
         self._load_task: asyncio.Future[Any] | None = None
-        self._centroids: bool | None = None  # the server has identity centroids (None: not asked yet)
+        # what the server can match by (see _ask_centroids), once asked (_centroids_known)
+        self._centroids: tuple[str, np.ndarray | None] | None = None
+        self._centroids_known = False
         self._centroids_at = -1e9  # when the question was last asked (monotonic)
         self._client_failed_at = 0.0
         self._last_error = ""
@@ -306,27 +308,45 @@ class Matcher:
             except Exception:  # noqa: BLE001
                 log.debug("closing the async Milvus client failed", exc_info=True)
 
-    async def _use_centroids(self) -> bool:
-        """Match by identity centroids on the server? Asked off the loop when first needed, again
-        every CENTROIDS_RECHECK_S while the answer is no (a build may add them), and no more often
-        than ``reconnect_interval`` while the question fails (server down: single faces meanwhile)."""
-        if self.gallery.match_by != "identity":
-            return False
+    def _ask_centroids(self) -> tuple[str, np.ndarray | None] | None:
+        """What the server can match by for this gallery's ``match_by`` (blocking; off the loop):
+        ("centred", mean), ("identity", None), or None (single faces only)."""
+        g = self.gallery
+        if g.match_by == "centred":
+            mean = g.centred_mean(refresh=True)
+            if mean is not None:
+                return "centred", mean
+        return ("identity", None) if g.centroids_ready(True) else None
+
+    async def _use_centroids(self) -> tuple[str, np.ndarray | None] | None:
+        """What to match by on the server (see :meth:`_ask_centroids`). Asked off the loop when
+        first needed, again every CENTROIDS_RECHECK_S while the answer is not what ``match_by``
+        asks for (a build may add them), and no more often than ``reconnect_interval`` while the
+        question fails (server down: single faces meanwhile)."""
+        want = self.gallery.match_by
+        if want == "face":
+            return None
         now = time.monotonic()
-        due = now - self._centroids_at > (self.reconnect_interval if self._centroids is None else common.CENTROIDS_RECHECK_S)
-        if due and self._centroids is not True:  # ask again now and then: a build may add them meanwhile
+        best = self._centroids is not None and self._centroids[0] == want
+        due = now - self._centroids_at > (common.CENTROIDS_RECHECK_S if self._centroids_known else self.reconnect_interval)
+        # ask again now and then: a build may add them meanwhile, or (centred) move the gallery's mean
+        if due and (not best or want == "centred"):
             self._centroids_at = now
             try:
                 self._centroids = await asyncio.wait_for(
-                    self._loop.run_in_executor(None, self.gallery.centroids_ready, True), self.timeout)
+                    self._loop.run_in_executor(None, self._ask_centroids), self.timeout)
+                self._centroids_known = True
             except Exception:  # noqa: BLE001 - unknown for now (server down?): asked again later
                 log.debug("could not check for identity centroids", exc_info=True)
-        return bool(self._centroids)
+        return self._centroids
 
     async def _search_milvus(self, q: np.ndarray, k: int, thumbs: bool) -> list[list[Match]]:
         g = self.gallery
-        by_identity = await self._use_centroids()
-        name = g.identities_collection if by_identity else g.collection
+        target = await self._use_centroids()
+        by_identity = target is not None
+        name = g.collection if target is None else g.centred_collection if target[0] == "centred" else g.identities_collection
+        if target is not None and target[1] is not None:
+            q = centre_vectors(q, target[1])
         try:
             client = await self._get_client()
             fields = IDENTITY_OUTPUT if by_identity else FACE_OUTPUT + (["thumbnail"] if thumbs else [])

@@ -74,9 +74,11 @@ class Gallery(IdentityCentroids):
     "cannot reach Milvus" as :class:`GalleryUnavailableError`, within ``timeout`` seconds.
 
     ``match_by`` (what :meth:`search` ranks): "face" (default here) = single photos; "identity" =
-    identity centroids, each answered with its most typical photo. The live app matches by
-    identity (``Settings.match_by``, see :meth:`from_settings`): ``eval identify --study``
-    measured it more accurate (MobileFaceNet, CelebA sample: top-1 0.966 vs 0.950).
+    identity centroids, each answered with its most typical photo; "centred" = the same centroids
+    made, and the query compared, with the gallery's mean vector taken out. The live commands match
+    as ``Settings.match_by`` says (see :meth:`from_settings`), "centred" by default: ``eval identify
+    --study`` measured it the best at telling strangers from the gallery's people (README, "How
+    faces are matched, and why").
 
     ``create=False`` (commands that only read) refuses a Milvus Lite file that does not exist
     (:class:`GalleryMissingError`) instead of creating it empty.
@@ -94,10 +96,13 @@ class Gallery(IdentityCentroids):
         self.match_by = match_by
         self._warned_no_centroids = False
         self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
+        self._warned_no_centred = False
+        self._centred_mean: tuple[str, np.ndarray | None] | None = None  # (faces generation, mean)
         check_collection_name(collection)
         self.uri = validate_uri(uri or default_uri())
         self.collection = collection
         self.identities_collection = f"{collection}_identities"
+        self.centred_collection = f"{collection}_centred"
         self.token = token or ""
         self.timeout = float(timeout)
         self.is_lite = is_lite_uri(self.uri)
@@ -307,9 +312,14 @@ class Gallery(IdentityCentroids):
                 f"(`lookalike-live index drop --collection {self.collection} --yes`) and rebuild it"
             )
 
+    @property
+    def collections(self) -> tuple[str, str, str]:
+        """The gallery's collections: faces, identity centroids, gallery-centred centroids."""
+        return self.collection, self.identities_collection, self.centred_collection
+
     def drop(self) -> None:
-        """Delete both collections and the local index cache."""
-        for name in (self.collection, self.identities_collection):
+        """Delete the gallery's collections and the local index cache."""
+        for name in self.collections:
             if self._call("has_collection", self._client.has_collection, name):
                 self._call("drop_collection", self._client.drop_collection, name)
         self.snapshots.set(None)
@@ -414,7 +424,7 @@ class Gallery(IdentityCentroids):
     def flush(self, save_local: bool = True) -> None:
         """Seal written rows into persistent segments (indexes build on sealed segments) and (with
         ``save_local``) save the local index if it changed."""
-        for name in (self.collection, self.identities_collection):
+        for name in self.collections:
             if self._call("has_collection", self._client.has_collection, name):
                 self._call("flush", self._client.flush, name, timeout=max(self.timeout, 120.0))
         if save_local:
@@ -478,7 +488,8 @@ class Gallery(IdentityCentroids):
         """The ``k`` best matches for each vector (N, D): N lists of :class:`GalleryMatch` (score =
         cosine similarity, best first; ``thumbnail`` set when asked). ``match_by`` (default: the
         gallery's): "identity" ranks identity centroids and answers each with its most typical
-        photo; "face" ranks single photos (an identity may then appear more than once)."""
+        photo, "centred" the gallery-centred centroids (scores: the centred query's cosine to
+        them); "face" ranks single photos (an identity may then appear more than once)."""
         info = self.info()
         q = normalise(vectors, int(info["dim"]), "query vectors")
         if len(q) == 0:
@@ -497,10 +508,11 @@ class Gallery(IdentityCentroids):
             fetched.update(self.thumbnails(missing))
             local.keep_thumbnails(fetched)
             return attach_thumbnails(out, {**held, **fetched})
-        if by == "identity":
+        hits = self._search_centred(q, k, with_thumbnails) if by == "centred" else None
+        if hits is None and by != "face":
             hits = self._search_centroids(q, k, with_thumbnails)
-            if hits is not None:
-                return hits
+        if hits is not None:
+            return hits
         res = self._read("search", self.collection, self._client.search, data=q, limit=k,
                          output_fields=FACE_OUTPUT + (["thumbnail"] if with_thumbnails else []),
                          search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
