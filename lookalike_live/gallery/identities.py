@@ -122,23 +122,18 @@ class IdentityCentroids:
         return ("current" if "face_id" in fields else "old"), dict(desc.get("properties") or {})
 
     def _search_centroids(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
-        if not self.centroids_ready():
-            return None
-        res = self._read("search", self.identities_collection, self._client.search, data=q, limit=k,
-                         output_fields=IDENTITY_OUTPUT,
-                         search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
-                         consistency_level="Session")
-        out = centroid_hits(res)
-        if with_thumbnails:
-            out = attach_thumbnails(out, self.thumbnails({m.face_id for ms in out for m in ms if m.face_id is not None}))
-        return out
+        """Identity-centroid hits, or None while there are no centroids (see :meth:`centroids_ready`)."""
+        return self._search_identities(self.identities_collection, q, k, with_thumbnails) if self.centroids_ready() else None
 
     def _search_centred(self, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]] | None:
+        """Gallery-centred centroid hits (the query centred on the stored mean), or None without
+        them (see :meth:`centred_mean`)."""
         mean = self.centred_mean()
-        if mean is None:
-            return None
-        res = self._read("search", self.centred_collection, self._client.search, data=centre_vectors(q, mean),
-                         limit=k, output_fields=IDENTITY_OUTPUT,
+        return None if mean is None else self._search_identities(self.centred_collection, centre_vectors(q, mean), k,
+                                                                 with_thumbnails)
+
+    def _search_identities(self, name: str, q: np.ndarray, k: int, with_thumbnails: bool) -> list[list[Match]]:
+        res = self._read("search", name, self._client.search, data=q, limit=k, output_fields=IDENTITY_OUTPUT,
                          search_params={"metric_type": "COSINE", "params": {"ef": max(self.ef, k)}},
                          consistency_level="Session")
         out = centroid_hits(res)
