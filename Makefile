@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 SHARED ?= $(abspath ../shared)
 export LOOKALIKE_SHARED ?= $(SHARED)
 
-.PHONY: help install test test-fast lint typecheck models demo bench results clean
+.PHONY: help install test test-all test-fast lint typecheck models demo bench results clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,9 +19,13 @@ $(BIN)/lookalike-live: pyproject.toml scripts/fix_opencv.py
 
 install: $(BIN)/lookalike-live  ## create .venv with the package and its app, plots, dev, export and mqtt extras
 
-test: install  ## run the whole test suite (the README's test command), then the race tests 6 times more
+test: install  ## the README's test command (CI): every test but the slow ones, then the race tests 4 times more
+	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -q -m "race and not slow" --count 4
+
+test-all: install  ## every test, the slow ones too (real-FaceNet accuracy, benches, kills at every point, ...)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -q -m race --count 6
+	$(BIN)/python -m pytest -q -m race --count 4
 
 test-fast: install  ## tests without the slow / server / gui ones
 	$(BIN)/python -m pytest -m "not slow and not milvus_server and not gui"

@@ -41,6 +41,7 @@ def celeba_embeddings(tmp_path_factory: pytest.TempPathFactory, model_store: Pat
     return {"summary": summary, **data}
 
 
+@pytest.mark.slow
 def test_embed_cli_on_celeba_identifies_lookalikes(celeba_embeddings: dict, celeba_dir: Path) -> None:
     summary = celeba_embeddings["summary"]
     assert summary["images"] == 1000 and not summary["skipped"]
@@ -80,6 +81,7 @@ def test_threshold_at_far_definition() -> None:
     assert tar == pytest.approx(np.mean(scores[same] >= thr))
 
 
+@pytest.mark.slow
 def test_eval_cli_on_celeba(model_store: Path, celeba_dir: Path) -> None:
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store)}
     proc = subprocess.run(

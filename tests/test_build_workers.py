@@ -34,6 +34,7 @@ def annotated(celeba_dir: Path, sample_landmarks, tmp_path_factory: pytest.TempP
     return annotated_subset(celeba_dir, tmp_path_factory.mktemp("annotated") / "celeba", keep, boxes, 64, lines)
 
 
+@pytest.mark.slow
 def test_landmarks_place_faces_and_every_fallback_is_counted(annotated: Path, model_store: Path,
                                                              tmp_path: Path) -> None:
     env = _env(model_store, tmp_path / "data")
@@ -104,6 +105,7 @@ def test_shard_flag() -> None:
             parse_shard(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.milvus_server
 def test_two_shards_fill_one_server_like_one_build(annotated: Path, model_store: Path, tmp_path: Path,
                                                    milvus_server_uri: str) -> None:

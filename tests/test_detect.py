@@ -302,6 +302,7 @@ def test_plausible_keypoints(detector: FaceDetector, frontal: np.ndarray) -> Non
 # -- done-when criteria ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_celeba_yield_at_least_99_percent(model_store: Path, celeba_dir: Path) -> None:
     """>= 99 % of the 1,000 in-the-wild CelebA photos yield a face (full range, short-range fallback)."""
     files = sorted((celeba_dir / "Img" / "img_celeba").glob("*.jpg"))
@@ -315,6 +316,7 @@ def test_celeba_yield_at_least_99_percent(model_store: Path, celeba_dir: Path) -
     assert found / len(files) >= 0.99
 
 
+@pytest.mark.slow
 def test_tiling_finds_at_least_as_many_faces_on_the_clip(
     model_store: Path, clip_frames: list[np.ndarray]
 ) -> None:

@@ -241,6 +241,7 @@ def test_identity_search_without_centroids_falls_back_to_faces(gallery: Gallery,
         assert "index build" in caplog.text
 
 
+@pytest.mark.slow
 def test_live_searcher_switches_to_centroids_once_a_build_adds_them(gallery: Gallery, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The async (AsyncMilvusClient) path of a server gallery: single faces while there are no
     centroids, identity centroids with their most typical photo once rebuild_centroids ran."""

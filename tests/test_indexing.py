@@ -42,7 +42,7 @@ def _all_ids(uri: str, collection: str) -> list[int]:
         return g.face_ids()
 
 
-@pytest.mark.parametrize("target", ["lite", pytest.param("server", marks=pytest.mark.milvus_server)])
+@pytest.mark.parametrize("target", ["lite", pytest.param("server", marks=[pytest.mark.milvus_server, pytest.mark.slow])])
 def test_building_twice_leaves_one_row_per_face(target: str, request: pytest.FixtureRequest, tmp_path: Path,
                                                 model_store: Path, celeba_dir: Path) -> None:
     env = _env(model_store, tmp_path / "data")

@@ -132,6 +132,7 @@ def _pillow_reference(text: str, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
 
 
+@pytest.mark.slow
 def test_run_out_video_shows_non_ascii_names(unicode_gallery: LiveGallery, hamilton_clip: Path,  # noqa: F811
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lookalike_live.quiet import is_noise
 
 SEEN = [  # lines MediaPipe/LiteRT/absl wrote on an index build of the sample (2026-12-01)
@@ -38,6 +40,7 @@ def test_the_filter_hides_native_info_and_keeps_native_errors() -> None:
     assert sorted(proc.stderr.splitlines()) == ["E0000 00:00:1.5  9 model.cc:3] the model is broken", "from python"]
 
 
+@pytest.mark.slow
 def test_index_build_quiet_prints_no_native_lines_and_verbose_does(model_store: Path, celeba_dir: Path,
                                                                     tmp_path: Path) -> None:
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(model_store), "LOOKALIKE_DATA_DIR": str(tmp_path / "data")}

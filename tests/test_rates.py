@@ -290,6 +290,7 @@ def test_fair_rates_do_not_judge_a_camera_in_its_first_seconds_live() -> None:
     assert burst(12.0) >= low and burst(14.0) >= low  # back again: a new warm-up, nothing lowered
 
 
+@pytest.mark.slow
 def test_an_overloaded_monitor_lowers_every_camera_by_the_same_factor(
         live_gallery: LiveGallery, hamilton_clip: Path, tmp_path: Path,  # noqa: F811
         caplog: pytest.LogCaptureFixture) -> None:
