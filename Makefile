@@ -19,13 +19,13 @@ $(BIN)/lookalike-live: pyproject.toml scripts/fix_opencv.py
 
 install: $(BIN)/lookalike-live  ## create .venv with the package and its app, plots, dev, export and mqtt extras
 
-test: install  ## the README's test command (CI): every test but the slow ones, then the race tests 4 times more
+test: install  ## the README's test command (CI): every test but the slow ones, then the race tests 3 times more
 	$(BIN)/python -m pytest -m "not slow"
-	$(BIN)/python -m pytest -q -m "race and not slow" --count 4
+	$(BIN)/python -m pytest -q -m "race and not slow" --count 3
 
 test-all: install  ## every test, the slow ones too (real-FaceNet accuracy, benches, kills at every point, ...)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -q -m race --count 4
+	$(BIN)/python -m pytest -q -m race --count 3
 
 test-fast: install  ## tests without the slow / server / gui ones
 	$(BIN)/python -m pytest -m "not slow and not milvus_server and not gui"

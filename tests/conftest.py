@@ -158,3 +158,15 @@ def sample_landmarks(celeba_dir: Path, model_store: Path) -> tuple[dict, dict]:
     from lookalike_live.bench.celeba_fixture import detect_landmarks
 
     return detect_landmarks(celeba_dir, store=model_store, limit=160)
+
+
+#: tests whose Milvus-server variant is marked slow (``make test`` runs their Milvus Lite variant;
+#: other tests cover the server's side of the same code: centred search, build, recovery)
+SLOW_ON_SERVER = frozenset({"test_stats", "test_identity_centroids"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if getattr(item, "originalname", None) in SLOW_ON_SERVER and spec and spec.params.get("milvus_target") == "server":
+            item.add_marker(pytest.mark.slow)

@@ -245,7 +245,7 @@ def test_a_broken_detector_model_stops_the_build_at_once(tmp_path: Path, model_s
     assert not list((tmp_path / "data").glob("builds/*.skipped.jsonl"))
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
+@pytest.mark.parametrize("workers", ["0", pytest.param("1", marks=pytest.mark.slow)])
 def test_an_internal_error_stops_the_build_and_keeps_what_is_done(workers: str, tmp_path: Path, model_store: Path,
                                                                   celeba_dir: Path) -> None:
     """A bug or a broken install (here: an AttributeError at the 8th photo, in this process or in a

@@ -428,7 +428,7 @@ def centred_centroids(vectors: np.ndarray, labels: np.ndarray, n_identities: int
     dim = vectors.shape[1]
     if len(labels) == 0:
         return np.zeros(dim, np.float32), np.zeros((0, dim), np.float32)
-    mean = np.asarray(vectors, np.float64).mean(axis=0).astype(np.float32)
+    mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)  # accumulated in float64, no copy
     sums = np.zeros((n_identities, dim), np.float64)
     for s in range(0, len(labels), chunk):
         np.add.at(sums, labels[s : s + chunk], centre_vectors(vectors[s : s + chunk], mean))
