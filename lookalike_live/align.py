@@ -73,6 +73,10 @@ ARCFACE_TEMPLATE_112 = np.array(
 #: within noise.
 MOUTH_CORNER_OFFSET = 0.414
 
+#: Bounds of ``alignment.aspect`` (a "box" crop region's height over its width): outside them a
+#: face is squeezed or stretched past anything a recogniser was trained on.
+MIN_ASPECT, MAX_ASPECT = 0.5, 2.0
+
 Border = Literal["replicate", "zero"]
 
 
@@ -148,13 +152,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return similarity_transforms(src[None], dst)[0]
 
 
-def box_transforms(xyxy: np.ndarray, size: int, margin: float, *, square: bool = True,
+def box_transforms(xyxy: np.ndarray, size: int, margin: float, *, square: bool = True, aspect: float = 1.0,
                    centers: np.ndarray | None = None, angles: np.ndarray | None = None) -> np.ndarray:
     """Similarity (N,2,3) float64 mapping a region around each box onto a ``size`` crop.
 
     ``square``: the region is a square, its side the box's longer side times ``1 + margin``; else
     the box's width and height, each times ``1 + margin`` (the face's aspect is stretched to the
-    square crop). The region is centred on the box, or on ``centers`` (N,2) when given, and turned
+    square crop); ``aspect`` then makes the region that many times taller (it comes out squeezed
+    vertically). The region is centred on the box, or on ``centers`` (N,2) when given, and turned
     by ``angles`` (N,) radians when given (the face's roll, so that the crop comes out upright).
     """
     xyxy = np.asarray(xyxy, dtype=np.float64)
@@ -162,6 +167,7 @@ def box_transforms(xyxy: np.ndarray, size: int, margin: float, *, square: bool =
     h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1.0)
     if square:
         w = h = np.maximum(w, h)
+    h = h * float(aspect)
     if centers is None:
         c = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2], axis=1)
     else:
@@ -309,8 +315,12 @@ def align_faces(
         raise ConfigError(f"model {spec.name!r}: alignment.center must be 'box' or 'keypoints', got {al.center!r}")
     angles = roll_angles(detections.keypoints) if getattr(al, "upright", False) \
         and detections.keypoints.shape[1] >= 2 else None
+    aspect = float(getattr(al, "aspect", 1.0))
+    if not MIN_ASPECT <= aspect <= MAX_ASPECT:
+        raise ConfigError(f"model {spec.name!r}: alignment.aspect must be between {MIN_ASPECT:g} and {MAX_ASPECT:g} "
+                          f"(the crop's height over its width), got {aspect:g}")
     box_m = box_transforms(detections.xyxy, size, float(al.margin), square=bool(getattr(al, "square", True)),
-                           centers=centers, angles=angles)
+                           aspect=aspect, centers=centers, angles=angles)
     if method == "arcface5":
         if detections.keypoints.shape[1] < 4:
             raise ShapeError(

@@ -20,7 +20,8 @@ from .evaluation import check_distractors, located_eval_faces, score_identificat
 
 #: (name, alignment settings) of each crop variant scored by default. "box": the detector's box,
 #: enlarged by ``margin``; "aspect": the box's own aspect stretched to the square input;
-#: "on keypoints": the square centred on the eyes, nose and mouth; "5-point": the similarity
+#: "taller": the square made ``aspect`` times taller than wide, squeezed into the square input
+#: (the shape of the MTCNN boxes FaceNet was trained on); "on keypoints": the square centred on the eyes, nose and mouth; "5-point": the similarity
 #: transform of the eyes, nose and mouth onto the ArcFace template scaled about the crop centre;
 #: "upright": the box turned by the eye line's angle.
 CROP_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -31,6 +32,11 @@ CROP_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("box, margin 0.3", {"method": "box", "margin": 0.3}),
     ("box, margin 0.4", {"method": "box", "margin": 0.4}),
     ("box, margin 0.5", {"method": "box", "margin": 0.5}),
+    ("box x1.1 taller, margin 0.2", {"method": "box", "margin": 0.2, "aspect": 1.1}),
+    ("box x1.2 taller, margin 0.2", {"method": "box", "margin": 0.2, "aspect": 1.2}),
+    ("box x1.3 taller, margin 0.2", {"method": "box", "margin": 0.2, "aspect": 1.3}),
+    ("box x1.2 taller, margin 0.1", {"method": "box", "margin": 0.1, "aspect": 1.2}),
+    ("box x1.2 taller, margin 0.3", {"method": "box", "margin": 0.3, "aspect": 1.2}),
     ("box aspect, margin 0.2", {"method": "box", "margin": 0.2, "square": False}),
     ("box aspect, margin 0.4", {"method": "box", "margin": 0.4, "square": False}),
     ("box on keypoints, margin 0.2", {"method": "box", "margin": 0.2, "center": "keypoints"}),
@@ -91,7 +97,8 @@ def crop_study(dataset: Any, analyzer: Any, gallery_detector: Any, *, gallery_pe
     check_distractors(dataset, distractors)
     spec = analyzer.embedder.spec
     specs = [dataclasses.replace(spec, alignment=dataclasses.replace(spec.alignment, **{
-        "margin": 0.2, "square": True, "center": "box", "upright": False, "template_scale": 1.0, **a})) for _, a in variants]
+        "margin": 0.2, "square": True, "center": "box", "upright": False, "template_scale": 1.0, "aspect": 1.0,
+        **a})) for _, a in variants]
     gallery, held_ids = split_dataset(dataset, gallery_per_id, holdout_ids, limit)
     items = list(dataset.items[:limit] if limit else dataset.items)
     t0 = time.perf_counter()

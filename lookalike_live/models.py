@@ -62,7 +62,9 @@ class AlignmentSpec:
 
     ``method="box"``: a crop around the detector's box, each side enlarged by ``margin`` of it;
     ``square`` (default) makes it a square of the box's longer side, else the box's own aspect is
-    stretched to the square input; ``center="keypoints"`` centres it on the mean of the eyes, nose
+    stretched to the square input; ``aspect`` makes the region that many times taller than wide
+    (squeezed into the square input: FaceNet was trained on MTCNN's taller-than-wide boxes resized
+    to a square); ``center="keypoints"`` centres it on the mean of the eyes, nose
     and mouth instead of the box centre; ``upright`` turns it by the eye line's angle (the face's
     roll undone). ``method="arcface5"``: the 5-point similarity transform
     onto the ArcFace template, its points scaled about the crop's centre by ``template_scale``
@@ -75,6 +77,15 @@ class AlignmentSpec:
     center: str = "box"  # "box" | "keypoints"
     upright: bool = False
     template_scale: float = 1.0
+    aspect: float = 1.0  # region height / width, "box" only
+
+    def describe(self) -> str:
+        """One line naming every setting that shapes the crop, in a fixed order (what a gallery
+        records of the crop its faces were embedded with)."""
+        if self.method == "arcface5":
+            return f"arcface5 template_scale={self.template_scale:g}"
+        return (f"{self.method} margin={self.margin:g} aspect={self.aspect:g} square={self.square} "
+                f"center={self.center} upright={self.upright}")
 
 
 @dataclass(frozen=True)

@@ -222,33 +222,39 @@ def test_aligned_crops_redetect_with_eyes_on_the_template(detector, photos, mobi
     assert np.percentile(errors, 90) < 8.0
 
 
-def test_box_crop_padding_outside_the_image(photos, facenet) -> None:
+def test_box_crop_padding_outside_the_image(photos, facenet) -> None:  # type: ignore[no-untyped-def]
     image = photos[FRONTAL]
     h, w = image.shape[:2]
+    square = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, aspect=1.0))
     # a face box at the top-left corner: the enlarged square leaves the image up and left
     box = FaceDetections(
         np.array([[0, 0, 100, 100]], np.float32), np.ones(1, np.float32), np.zeros((1, 6, 2), np.float32)
     )
-    zero = align_faces(image, box, facenet, border="zero").pixels[0]
-    rep = align_faces(image, box, facenet, border="replicate").pixels[0]
+    zero = align_faces(image, box, square, border="zero").pixels[0]
+    rep = align_faces(image, box, square, border="replicate").pixels[0]
     # margin 0.2 -> side 120 px: 10 px outside on top and left = 160 * 10/120 = 13 crop px
     assert (zero[:12] == 0).all() and (zero[:, :12] == 0).all()
     assert zero[20:, 20:].any()
     assert not (rep[:12] == 0).all()
     np.testing.assert_array_equal(rep[20:, 20:], zero[20:, 20:])
-    # inside the image the box crop is the box resized: compare with a direct resize
+    # inside the image the box crop is the region resized: compare with a direct resize, for the
+    # square region and for the spec's own (taller than wide, squeezed into the square input)
     face = FaceDetections(
         np.array([[w / 2 - 60, h / 2 - 60, w / 2 + 60, h / 2 + 60]], np.float32),
         np.ones(1, np.float32),
         np.zeros((1, 6, 2), np.float32),
     )
-    crop = align_faces(image, face, facenet, antialias=False).pixels[0]
-    side = 120 * 1.2
-    x0, y0 = int(round(w / 2 - side / 2)), int(round(h / 2 - side / 2))
-    ref = cv2.cvtColor(
-        cv2.resize(image[y0 : y0 + int(side), x0 : x0 + int(side)], (160, 160)), cv2.COLOR_BGR2RGB
-    )
-    assert np.abs(crop.astype(int) - ref.astype(int)).mean() < 6
+    assert facenet.alignment.aspect > 1.0
+    for spec in (square, facenet):
+        crop = align_faces(image, face, spec, antialias=False).pixels[0]
+        side_w, side_h = 120 * 1.2, 120 * 1.2 * spec.alignment.aspect
+        x0, y0 = int(round(w / 2 - side_w / 2)), int(round(h / 2 - side_h / 2))
+        ref = cv2.cvtColor(
+            cv2.resize(image[y0 : y0 + int(side_h), x0 : x0 + int(side_w)], (160, 160)), cv2.COLOR_BGR2RGB
+        )
+        assert np.abs(crop.astype(int) - ref.astype(int)).mean() < 6, spec.alignment
+        assert np.abs(crop.astype(int) - align_faces(image, face, square if spec is facenet else facenet,
+                                                     antialias=False).pixels[0]).mean() > 3
 
 
 def test_keypointless_faces_fall_back_to_the_box(photos, mobilefacenet) -> None:
@@ -357,6 +363,31 @@ def test_box_crop_options_aspect_centre_and_upright() -> None:
     assert out[0, 1] == pytest.approx(out[1, 1]) and out[1, 0] > out[0, 0]
     np.testing.assert_allclose(_apply(m, c[None] - 0.5), [[59.5, 59.5]], atol=1e-9)
     assert keypoint_centers(kps)[0] == pytest.approx(kps[0, :4].mean(axis=0))
+
+
+def test_a_taller_box_crop_is_squeezed_into_the_square_input(photos, facenet) -> None:  # type: ignore[no-untyped-def]
+    box = np.array([[100.0, 50.0, 160.0, 170.0]])  # 60 x 120: the square region is 120 x 120
+    m = box_transforms(box, 120, 0.0, aspect=1.5)[0]
+    # the region is 120 wide and 180 tall (y 20..200), centred on the box: its top and bottom edges
+    # land on the crop's (edges in pixel-centre coordinates: edge y sits at y - 0.5)
+    assert m[0, 0] == pytest.approx(1.0) and m[1, 1] == pytest.approx(120 / 180)
+    np.testing.assert_allclose(_apply(m, np.array([[129.5, 19.5], [129.5, 199.5]])), [[59.5, -0.5], [59.5, 119.5]],
+                               atol=1e-9)
+    # through align_faces: the spec's aspect reaches the crop, and a senseless one is refused by name
+    from lookalike_live.types import FaceDetections
+
+    one = FaceDetections(np.array([[40.0, 30.0, 120.0, 110.0]], np.float32), np.ones(1, np.float32),
+                         np.zeros((1, 6, 2), np.float32))
+    image = photos[FRONTAL]
+    plain = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, aspect=1.0))
+    taller = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, aspect=1.3))
+    a, b = align_faces(image, one, plain).pixels[0], align_faces(image, one, taller).pixels[0]
+    assert a.shape == b.shape and np.abs(a.astype(np.int16) - b).mean() > 1
+    assert "aspect=1.3" in taller.alignment.describe() and "aspect=1 " in plain.alignment.describe()
+    for bad in (0.2, 3.0):
+        wrong = dataclasses.replace(facenet, alignment=dataclasses.replace(facenet.alignment, aspect=bad))
+        with pytest.raises(ConfigError, match="alignment.aspect must be between 0.5 and 2"):
+            align_faces(image, one, wrong)
 
 
 def test_alignment_options_reach_the_crops(detector, photos, facenet, mobilefacenet) -> None:  # type: ignore[no-untyped-def]
