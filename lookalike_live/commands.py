@@ -191,7 +191,7 @@ def cmd_match(args: argparse.Namespace) -> int:
     no_face: list[str] = []
     card_input: tuple[Any, list[CardFace], str] | None = None
     with _open_gallery(settings) as gallery, FaceAnalyzer.from_settings(settings) as analyzer:
-        gallery.check_model(analyzer.spec.name, analyzer.embedder.dim)
+        gallery.check_model(analyzer.spec.name, analyzer.embedder.dim, analyzer.spec.alignment.describe())
         for path in photos:
             try:
                 image = read_image(path)

@@ -205,7 +205,7 @@ def build_index(
         pool.__enter__()
     try:
         embedder.prepare()
-        gallery.ensure(dim=embedder.dim, model=spec.name)
+        gallery.ensure(dim=embedder.dim, model=spec.name, crop=spec.alignment.describe())
         existing = gallery.existing_ids(ids)
     except BaseException:
         if pool is not None:

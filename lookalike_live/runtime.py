@@ -104,7 +104,7 @@ class Runtime:
                         f"The gallery (collection {s.collection!r} at {s.milvus_uri or default_uri()}) {what}: "
                         f"faces are detected but cannot be matched. Build it with `{INDEX_BUILD_HINT}` (same "
                         "--milvus-uri/--collection), then press Retry.")
-            gallery.check_model(self.embedder.spec.name, self.embedder.dim)
+            gallery.check_model(self.embedder.spec.name, self.embedder.dim, self.embedder.spec.alignment.describe())
             self.matcher = gallery.matcher()
             self._owns_matcher = True
         except (GalleryError, _Empty) as exc:

@@ -141,8 +141,8 @@ def milvus_target(request: pytest.FixtureRequest, tmp_path: Path):  # type: igno
 
     try:
         client = MilvusClient(uri=uri, timeout=5)
-        for coll in (name, f"{name}_identities"):
-            if client.has_collection(coll):
+        for coll in client.list_collections():  # the gallery's and any a test made beside it
+            if coll.startswith(name):
                 client.drop_collection(coll)
         client.close()
     except Exception:  # noqa: BLE001 - the server may be down after a fault test

@@ -14,6 +14,7 @@ import pytest
 
 from lookalike_live.errors import DimensionMismatchError, GalleryError, GalleryUnavailableError, ShapeError
 from lookalike_live.gallery import (
+    CropMismatchError,
     Gallery,
     GalleryMatch,
     LocalIndex,
@@ -140,6 +141,37 @@ def test_dimension_and_model_mismatch_are_refused(milvus_target) -> None:  # typ
             g.search(np.ones((1, 128), np.float32))
     with Gallery(uri, collection=collection + "_missing") as g, pytest.raises(GalleryError, match="does not exist"):
         g.search(np.ones((1, DIM), np.float32))
+
+
+def test_the_crop_of_the_faces_is_recorded_and_a_different_one_refused(milvus_target, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A gallery records how its faces were cropped (the spec's alignment): a build with another crop
+    is refused (the two crops' vectors would mix), a live query with another crop warns once."""
+    uri, collection = milvus_target
+    crop, other = "box margin=0.2 aspect=1.2 square=True center=box upright=False", "box margin=0.2 aspect=1 ..."
+    with Gallery(uri, collection=collection) as g:
+        g.ensure(dim=DIM, model="test-model", crop=crop)
+        g.ensure(dim=DIM, model="test-model", crop=crop)  # the same crop: fine
+        assert g.stats()["crop"] == crop
+        with pytest.raises(CropMismatchError) as err:
+            g.ensure(dim=DIM, model="test-model", crop=other)
+        text = str(err.value)
+        assert crop in text and other in text and "index drop --collection" in text and "--collection" in text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="lookalike_live.gallery"):
+            g.check_model("test-model", DIM, other)  # a query: matches still come, with a warning
+            g.check_model("test-model", DIM, other)
+            g.check_model("test-model", DIM, crop)
+        warned = [r for r in caplog.records if "less accurate until it is rebuilt" in r.getMessage()]
+        assert len(warned) == 1 and other in warned[0].getMessage()
+    # a gallery built before crops were recorded: a build into it says so once and goes on
+    with Gallery(uri, collection=collection + "_old") as g:
+        g.ensure(dim=DIM, model="test-model")
+        assert g.stats()["crop"] is None
+    with Gallery(uri, collection=collection + "_old") as g, caplog.at_level("WARNING", logger="lookalike_live.gallery"):
+        caplog.clear()
+        g.ensure(dim=DIM, model="test-model", crop=crop)
+        g.check_model("test-model", DIM, crop)
+        assert [r.getMessage() for r in caplog.records if "does not say how its faces were cropped" in r.getMessage()]
 
 
 def test_identity_centroids(gallery: Gallery) -> None:

@@ -172,6 +172,38 @@ def test_model_dimension_mismatch_is_refused(tmp_path: Path, model_store: Path, 
     assert "`lookalike-live index drop --collection faces --yes`" in proc.stderr and "Gallery.drop" not in proc.stderr
 
 
+def test_a_changed_crop_is_refused_by_a_build_and_warned_by_a_match(tmp_path: Path, model_store: Path,
+                                                                    celeba_dir: Path) -> None:
+    """The gallery records the crop its faces were embedded with: after the model's spec changes its
+    crop, adding photos is refused (one clear line naming the commands), matching still answers."""
+    from importlib import resources
+
+    env = _env(model_store, tmp_path / "data")
+    built = _build(env, celeba_dir, "--limit", "5")
+    assert built["gallery"]["crop"] == "arcface5 template_scale=1"
+    # the same model with another crop: a spec override in the model store (what a user edits)
+    store = tmp_path / "store"
+    (store / "specs").mkdir(parents=True)
+    for f in model_store.iterdir():
+        if f.is_file():
+            (store / f.name).symlink_to(f)
+    text = resources.files("lookalike_live.model_specs").joinpath("mobilefacenet.toml").read_text()
+    (store / "specs" / "mobilefacenet.toml").write_text(text.replace("[alignment]\n", "[alignment]\ntemplate_scale = 0.9\n"))
+    changed = {**env, "LOOKALIKE_MODELS_DIR": str(store)}
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "index", "build", "--dataset", str(celeba_dir),
+                           "--model", MODEL, "--limit", "8", "--no-progress"], capture_output=True, text=True,
+                          env=changed, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "cropped as 'arcface5 template_scale=1'" in proc.stderr and "'arcface5 template_scale=0.9'" in proc.stderr
+    assert "`lookalike-live index drop --collection faces --yes`" in proc.stderr
+    assert len(_all_ids(str(tmp_path / "data" / "gallery.db"), "faces")) == built["faces"]  # nothing added
+    photo = open_dataset(celeba_dir, "celeba").items[0].path
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "match", str(photo), "--model", MODEL, "--json"],
+                          capture_output=True, text=True, env=changed, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["faces"] and "less accurate until it is rebuilt" in proc.stderr
+
+
 def _prepared_vs_whole(path: Path, model_store: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object, float]:
     """prepare_face on ``path`` next to detecting and aligning the whole decoded photo: (the reads it
     made as (long_side, scale), its PreparedFace, the cosine of the two crops' MobileFaceNet embeddings)."""

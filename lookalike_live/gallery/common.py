@@ -36,6 +36,9 @@ PROP_MODEL = "lookalike.model"
 PROP_DIM = "lookalike.dim"
 PROP_SCHEMA = "lookalike.schema"
 PROP_GENERATION = "lookalike.generation"
+#: on the faces collection: how the faces were cropped for the embedder (the model spec's
+#: AlignmentSpec.describe()); vectors of two crops of one model do not mix well
+PROP_CROP = "lookalike.crop"
 #: on the identities collection: the faces generation its centroids were made from
 PROP_CENTROIDS_OF = "lookalike.centroids_of"
 #: on the centred collection: the gallery's mean vector its centroids were centred on (base64 of
@@ -75,6 +78,10 @@ _MASK63 = (1 << 63) - 1
 
 class ModelMismatchError(GalleryError):
     """The collection was built with a different embedding model than the one in use."""
+
+
+class CropMismatchError(ModelMismatchError):
+    """The collection's faces were cropped for the embedder differently from the model's spec now."""
 
 
 class ThumbnailError(GalleryError, ValueError):

@@ -28,11 +28,13 @@ from .common import (
     MAX_NAME,
     MAX_PATH,
     MIN_INDEXED_SEGMENT_ROWS,
+    PROP_CROP,
     PROP_DIM,
     PROP_GENERATION,
     PROP_MODEL,
     PROP_SCHEMA,
     SCHEMA_VERSION,
+    CropMismatchError,
     FaceRecord,
     ModelMismatchError,
     attach_thumbnails,
@@ -97,6 +99,7 @@ class Gallery(IdentityCentroids):
         self._warned_no_centroids = False
         self._centroids_ok: tuple[str, bool] | None = None  # (faces generation, centroids usable)
         self._warned_no_centred = False
+        self._warned_crop = False
         self._centred_mean: tuple[str, np.ndarray | None] | None = None  # (faces generation, mean)
         check_collection_name(collection)
         self.uri = validate_uri(uri or default_uri())
@@ -193,7 +196,8 @@ class Gallery(IdentityCentroids):
                 f"collection {self.collection!r} on {self.shown_uri} has no 'vector' field: it was not created by "
                 "lookalike-live; use another --collection"
             )
-        self._info = {"dim": dim, "model": props.get(PROP_MODEL, ""), "generation": props.get(PROP_GENERATION, "")}
+        self._info = {"dim": dim, "model": props.get(PROP_MODEL, ""), "generation": props.get(PROP_GENERATION, ""),
+                      "crop": props.get(PROP_CROP, "")}
         self._load(self.collection)
         return self._info
 
@@ -227,7 +231,7 @@ class Gallery(IdentityCentroids):
                 time.sleep(0.1)
         log.info("loaded %s in %.1f s", ", ".join(names), time.perf_counter() - t0)
 
-    def _create(self, name: str, dim: int, model: str, identities: bool, load: bool = True) -> None:
+    def _create(self, name: str, dim: int, model: str, identities: bool, load: bool = True, crop: str = "") -> None:
         ip = self._client.prepare_index_params()
         if self.index_type == "HNSW":
             ip.add_index("vector", index_type="HNSW", metric_type="COSINE",
@@ -241,7 +245,7 @@ class Gallery(IdentityCentroids):
         self._call("create_index", self._client.create_index, name, ip, sync=False)
         self._call("alter_collection_properties", self._client.alter_collection_properties, name,
                    properties={PROP_MODEL: model, PROP_DIM: str(dim), PROP_SCHEMA: SCHEMA_VERSION,
-                               PROP_GENERATION: uuid.uuid4().hex})
+                               PROP_GENERATION: uuid.uuid4().hex, **({PROP_CROP: crop} if crop else {})})
         if load:
             self._load(name)
         log.info("created collection %s (%d-d, model %s, %s index, COSINE) on %s", name, dim, model,
@@ -257,16 +261,18 @@ class Gallery(IdentityCentroids):
         return gen
 
     # -- schema
-    def ensure(self, dim: int, model: str) -> None:
-        """Create the faces and identities collections if absent (and load them); refuse a dimension
-        mismatch (:class:`DimensionMismatchError`) or a different model (:class:`ModelMismatchError`)."""
+    def ensure(self, dim: int, model: str, crop: str = "") -> None:
+        """Create the faces and identities collections if absent (and load them), recording ``crop``
+        (the spec's ``alignment.describe()``); refuse a dimension mismatch
+        (:class:`DimensionMismatchError`), a different model (:class:`ModelMismatchError`) or faces
+        cropped otherwise (:class:`CropMismatchError`)."""
         created = False
         for attempt in range(CREATE_WAIT_TRIES + 1):
             last = attempt >= CREATE_WAIT_TRIES
             try:
                 info = self.describe(refresh=True)
                 if info is None:
-                    self._create(self.collection, int(dim), model, identities=False, load=False)
+                    self._create(self.collection, int(dim), model, identities=False, load=False, crop=crop)
                     created = True
                     break
             except GalleryError:
@@ -278,7 +284,7 @@ class Gallery(IdentityCentroids):
             if not info["model"] and not last:
                 time.sleep(CREATE_WAIT_S)  # another build (a shard) is creating it right now
                 continue
-            self.check_model(model, dim)  # a mismatch is refused at once, never waited on
+            self.check_model(model, dim, crop, building=True)  # a mismatch is refused at once, never waited on
             break
         if not self._call("has_collection", self._client.has_collection, self.identities_collection):
             try:
@@ -294,8 +300,11 @@ class Gallery(IdentityCentroids):
             local.generation, local.model = info["generation"], model
             self.snapshots.set(local)
 
-    def check_model(self, model: str, dim: int) -> None:
-        """Raise unless the faces collection exists and was built for ``model`` with ``dim``-d vectors."""
+    def check_model(self, model: str, dim: int, crop: str = "", *, building: bool = False) -> None:
+        """Raise unless the faces collection exists and was built for ``model`` with ``dim``-d vectors.
+        ``crop`` (the spec's ``alignment.describe()``) against the one the faces were cropped with: a
+        difference is refused when ``building`` (the two crops would mix in one gallery), else
+        warned once (matches still come, less accurate until a rebuild)."""
         info = self.info()
         if int(info["dim"]) != int(dim):
             raise DimensionMismatchError(
@@ -311,6 +320,25 @@ class Gallery(IdentityCentroids):
                 f"another collection (--collection {self.collection}_{slug(model)}), or delete this one "
                 f"(`lookalike-live index drop --collection {self.collection} --yes`) and rebuild it"
             )
+        self._check_crop(model, crop, str(info.get("crop") or ""), building)
+
+    def _check_crop(self, model: str, crop: str, built: str, building: bool) -> None:
+        rebuild = (f"`lookalike-live index drop --collection {self.collection} --yes`, then `lookalike-live index "
+                   "build` again")
+        if crop and built and crop != built:
+            message = (f"collection {self.collection!r} on {self.shown_uri} holds faces cropped as '{built}', but "
+                       f"model {model!r} now crops them as '{crop}' (its spec changed)")
+            if building:
+                raise CropMismatchError(f"{message}: the two crops' vectors do not mix well. Rebuild it ({rebuild}) "
+                                        f"or build another collection (--collection {self.collection}_new)")
+            if not self._warned_crop:
+                self._warned_crop = True
+                log.warning("%s: matches are less accurate until it is rebuilt (%s)", message, rebuild)
+        elif crop and not built and building and not self._warned_crop:
+            self._warned_crop = True
+            log.warning("collection %r on %s does not say how its faces were cropped (built by an older version): "
+                        "photos added now are cropped as '%s'; if that differs, rebuild it (%s)",
+                        self.collection, self.shown_uri, crop, rebuild)
 
     @property
     def collections(self) -> tuple[str, str, str]:
@@ -572,7 +600,8 @@ class Gallery(IdentityCentroids):
         if info is None:
             out.update(exists=False, faces=0, identities=0, model=None, dim=None)
             return out
-        out.update(exists=True, faces=self.count(), model=info["model"] or None, dim=info["dim"])
+        out.update(exists=True, faces=self.count(), model=info["model"] or None, dim=info["dim"],
+                   crop=info.get("crop") or None)
         has_ids = self._call("has_collection", self._client.has_collection, self.identities_collection)
         out["identities"] = self._count(self.identities_collection) if has_ids else 0
         di = self._call("describe_index", self._client.describe_index, self.collection, "vector") or {}
