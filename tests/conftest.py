@@ -7,6 +7,7 @@ skip with a clear reason where that folder is absent, so a fresh clone elsewhere
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -103,10 +104,9 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 # --------------------------------------------------------------------------- Milvus (gallery tests)
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def _milvus_server_process(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One real Milvus 2.3 server (``milvus-server`` from the venv) for the whole session, on free
-    loopback ports with a temp data dir; stopped by pid at the end. Skips when the binary is missing.
-    ``milvus_server.restart()`` brings the same URI down and up again (fault tests)."""
+    loopback ports with a temp data dir; stopped by pid at the end. Skips when the binary is missing."""
     from milvus_server import MilvusServer, milvus_server_binary
 
     if milvus_server_binary() is None:
@@ -119,7 +119,19 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def milvus_server(_milvus_server_process):  # type: ignore[no-untyped-def]
+    """The session's Milvus server, running when the test starts: a fault test stops it
+    (``milvus_server.stop()`` / ``.restart()``, same URI) and one that fails before starting it
+    again must not take every later server test down with it."""
+    server = _milvus_server_process
+    if not server.running:
+        logging.getLogger(__name__).warning("the session's milvus-server was down: starting it again")
+        server.start()
+    return server
+
+
+@pytest.fixture
 def milvus_server_uri(milvus_server) -> str:  # type: ignore[no-untyped-def]
     """URI (http://127.0.0.1:PORT) of the session's Milvus server."""
     return str(milvus_server.uri)

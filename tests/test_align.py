@@ -236,7 +236,10 @@ def test_box_crop_padding_outside_the_image(photos, facenet) -> None:  # type: i
     assert (zero[:12] == 0).all() and (zero[:, :12] == 0).all()
     assert zero[20:, 20:].any()
     assert not (rep[:12] == 0).all()
-    np.testing.assert_array_equal(rep[20:, 20:], zero[20:, 20:])
+    # inside the image the border mode changes nothing (OpenCV 5 rounds a few interior pixels of
+    # its two border paths 1 apart; a padding leak would differ by far more)
+    diff = np.abs(rep[20:, 20:].astype(np.int16) - zero[20:, 20:].astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.05
     # inside the image the box crop is the region resized: compare with a direct resize, for the
     # square region and for the spec's own (taller than wide, squeezed into the square input)
     face = FaceDetections(
