@@ -306,9 +306,10 @@ def test_eval_verify_cli_on_lfw_style_pairs(tmp_path: Path, model_store: Path, c
 def test_real_facenet_casia_identifies_held_out_people(tmp_path: Path, casia_store: Path, celeba_dir: Path) -> None:
     """Real FaceNet (CASIA-WebFace, from the package registry), 8 gallery photos per identity, the last 50
     people of the sample as distractors absent from the gallery, matched as the product matches by default
-    (gallery-centred identity centroids). Measured: top-1 0.95, TPIR at FPIR 1 % 0.94 (0.88 with plain
-    centroids). Issue 12 asks 0.97 / 0.90: top-1 not met on this half (see README "FaceNet crops"); this
-    guards against regressions."""
+    (gallery-centred identity centroids). Measured with the spec's crop (box x1.2 taller): top-1 0.96,
+    TPIR at FPIR 1 % 0.92 (0.91 with plain centroids; square crop: 0.95 / 0.94, plain 0.88). Issue 12
+    asks 0.97 / 0.90: top-1 not met on this half (see README "FaceNet crops"); this guards against
+    regressions."""
     gallery, strangers = _split_celeba(celeba_dir, tmp_path, distractor_ids=50)
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(casia_store)}
     proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(gallery),
@@ -324,7 +325,8 @@ def test_real_facenet_casia_identifies_held_out_people(tmp_path: Path, casia_sto
     assert res["tpir_at_fpir_0.01"] >= 0.90 and res["tpir_at_fpir_0.1"] >= 0.90
     plain = {v["name"]: v for v in res["variants"]}["identity"]
     print("plain centroids:", {k: plain[k] for k in ("top1", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1")})
-    assert res["tpir_at_fpir_0.01"] >= plain["tpir_at_fpir_0.01"] + 0.03  # what centring buys (measured +0.06)
+    # what centring buys: +0.06 with the square crop, +0.01 with the taller one (which lifts plain centroids)
+    assert res["tpir_at_fpir_0.01"] >= plain["tpir_at_fpir_0.01"]
 
 
 def test_video_faces_cuts_photos_the_evaluation_finds_again(tmp_path: Path, model_store: Path,
@@ -349,14 +351,16 @@ def test_video_faces_cuts_photos_the_evaluation_finds_again(tmp_path: Path, mode
 
 @pytest.mark.slow
 def test_real_facenet_casia_identifies_the_whole_sample_against_strangers_from_a_video(
-        tmp_path: Path, casia_store: Path, celeba_dir: Path, hamilton_clip: Path) -> None:
+        tmp_path: Path, casia_store: Path, celeba_dir: Path, hamilton_clip: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12's done-when as it reads: real FaceNet (CASIA), the whole CelebA sample as the gallery (8
     photos per identity, 100 identities, 199 queries) and, as people the sample does not contain, the
-    faces of the Hamilton clip (every 3rd frame, faces of 40 px or more). Measured (eval crops, the
-    spec's crop): top-1 0.97, TPIR at FPIR 1 % 0.88 (the issue asks 0.90: not met; 0.79 with the
-    square crop). This guards against regressions."""
+    faces of the Hamilton clip (every 3rd frame, faces of 40 px or more: 163 photos, 146 faces found
+    again). Measured (the spec's crop): top-1 0.975, TPIR at FPIR 1 % 0.88 (the issue asks 0.90: not
+    met; 0.79 with the square crop). This guards against regressions."""
     from lookalike_live.video_faces import face_photos
 
+    monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(casia_store))  # the detector to cut the faces with
     face_photos(hamilton_clip, tmp_path / "strangers", every=3, min_side=40)
     env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(casia_store)}
     proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(celeba_dir),
@@ -365,10 +369,29 @@ def test_real_facenet_casia_identifies_the_whole_sample_against_strangers_from_a
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
     assert res["model"] == "facenet-casia-webface" and res["matching"]["match_by"] == "centred"
-    assert res["identities"] == 100 and res["queries"] >= 198 and res["nonmated"] >= 150
+    assert res["identities"] == 100 and res["queries"] >= 198 and res["nonmated"] >= 140
     print({k: res[k] for k in ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "nonmated")})
     assert res["top1"] >= 0.97
     assert res["tpir_at_fpir_0.01"] >= 0.85
+
+
+@pytest.mark.slow
+def test_shipped_thresholds_are_what_eval_measures_on_the_sample(casia_store: Path, celeba_dir: Path) -> None:
+    """The thresholds a new user gets (the spec's [calibration]) are what the documented command
+    measures now, for every matching mode: a change of crop, model or matching that moves them must
+    re-calibrate the spec."""
+    from lookalike_live.models import get_spec
+
+    env = {**os.environ, "LOOKALIKE_MODELS_DIR": str(casia_store)}
+    proc = subprocess.run([sys.executable, "-m", "lookalike_live.cli", "eval", "identify", "--dataset", str(celeba_dir),
+                           "--study", "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert res["model"] == "facenet-casia-webface" and res["far"] == 0.01 and res["queries"] == 298
+    measured = {v["match_by"]: v["threshold"] for v in res["variants"] if not v["flip"] and not v["quality_weighted"]}
+    shipped = get_spec("facenet-casia-webface").calibration
+    for by in ("centred", "identity", "face"):
+        assert abs(getattr(shipped, by) - measured[by]) <= 0.003, (by, getattr(shipped, by), measured[by])
 
 
 @pytest.mark.slow
