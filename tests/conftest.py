@@ -128,6 +128,7 @@ def milvus_server(_milvus_server_process):  # type: ignore[no-untyped-def]
     if not server.running:
         logging.getLogger(__name__).warning("the session's milvus-server was down: starting it again")
         server.start()
+        server.wait_usable()
     return server
 
 

@@ -284,6 +284,26 @@ class MilvusServer:
             self._log.close()
             self._log = None
 
+    def wait_usable(self, timeout: float = 90.0) -> None:
+        """Wait until the server creates, loads and drops a collection: a server restarted on its
+        data dir answers ``list_collections`` well before its coordinators serve DDL again."""
+        from pymilvus import MilvusClient
+
+        deadline, last = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            try:
+                client = MilvusClient(uri=self.uri, timeout=5)
+                try:
+                    client.create_collection("_ready_probe", dimension=2, timeout=5)
+                    client.drop_collection("_ready_probe", timeout=5)
+                    return
+                finally:
+                    client.close()
+            except Exception as exc:  # noqa: BLE001 - not serving yet
+                last = str(exc)[:200]
+                time.sleep(1.0)
+        raise MilvusServerError(f"milvus-server on {self.uri} not serving DDL within {timeout:.0f} s ({last})")
+
     def restart(self) -> str:
         """Stop and start again: same data dir, same ports, same URI."""
         self.stop()
