@@ -36,7 +36,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -233,25 +235,18 @@ class MilvusServer:
         return self.uri
 
     def _wait_ready(self, t0: float) -> None:
-        from pymilvus import MilvusClient
 
         assert self._proc is not None
         deadline = t0 + self.startup_timeout
-        last = ""
+        last: str | None = ""
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise MilvusServerError(f"milvus-server exited with {self._proc.returncode}\n{self.log_tail()}")
             self._pids.update(_children(self._proc.pid))
             if _port_open(self.ports["proxy"]):
-                try:
-                    client = MilvusClient(uri=self.uri, timeout=3)
-                    try:
-                        client.list_collections(timeout=3)
-                        return
-                    finally:
-                        client.close()
-                except Exception as exc:  # noqa: BLE001 - not ready yet
-                    last = str(exc)[:200]
+                last = self._try_client(lambda c: c.list_collections(timeout=3), timeout=3)
+                if last is None:
+                    return
             time.sleep(0.5)
         raise MilvusServerError(f"milvus-server not ready within {self.startup_timeout:.0f} s ({last})\n{self.log_tail()}")
 
@@ -284,24 +279,34 @@ class MilvusServer:
             self._log.close()
             self._log = None
 
+    def _try_client(self, call: Callable[[Any], object], timeout: float) -> str | None:
+        """``call(client)`` on a fresh client of this server: None when it worked, else the error."""
+        from pymilvus import MilvusClient
+
+        try:
+            client = MilvusClient(uri=self.uri, timeout=timeout)
+            try:
+                call(client)
+                return None
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 - not serving yet
+            return str(exc)[:200]
+
     def wait_usable(self, timeout: float = 90.0) -> None:
         """Wait until the server creates, loads and drops a collection: a server restarted on its
         data dir answers ``list_collections`` well before its coordinators serve DDL again."""
-        from pymilvus import MilvusClient
+        def probe(client: Any) -> None:
+            client.create_collection("_ready_probe", dimension=2, timeout=5)
+            client.drop_collection("_ready_probe", timeout=5)
 
-        deadline, last = time.monotonic() + timeout, ""
+        deadline = time.monotonic() + timeout
+        last: str | None = ""
         while time.monotonic() < deadline:
-            try:
-                client = MilvusClient(uri=self.uri, timeout=5)
-                try:
-                    client.create_collection("_ready_probe", dimension=2, timeout=5)
-                    client.drop_collection("_ready_probe", timeout=5)
-                    return
-                finally:
-                    client.close()
-            except Exception as exc:  # noqa: BLE001 - not serving yet
-                last = str(exc)[:200]
-                time.sleep(1.0)
+            last = self._try_client(probe, timeout=5)
+            if last is None:
+                return
+            time.sleep(1.0)
         raise MilvusServerError(f"milvus-server on {self.uri} not serving DDL within {timeout:.0f} s ({last})")
 
     def restart(self) -> str:
