@@ -340,10 +340,18 @@ def test_video_faces_cuts_photos_the_evaluation_finds_again(tmp_path: Path, mode
     searched, written = face_photos(hamilton_clip, tmp_path / "out", every=40, min_side=40)
     photos = sorted((tmp_path / "out" / hamilton_clip.stem).glob("*.jpg"))
     assert searched == 7 and written == len(photos) >= 5  # frames 0, 40, ..., 240 of 275
-    with FaceDetector("full", store=model_store) as det:  # the face as the live app saw it, the others greyed out
-        found = [len(det.detect(cv2.imread(str(p)))) for p in photos]
-    # borderline faces (score near the detector's 0.5) may not come back: measured 146 of 163 at --every 3
-    assert sum(n >= 1 for n in found) >= 0.75 * len(photos), found
+    from lookalike_live.tracking import iou_matrix
+
+    cap = cv2.VideoCapture(str(hamilton_clip))
+    frames = [cap.read()[1] for _ in range(241)]
+    cap.release()
+    with FaceDetector("full", running_mode="image", store=model_store) as det:
+        for p in photos:  # the largest face of each photo (what eval takes) is the face it was cut for
+            frame, k = (int(x) for x in p.stem.split("_"))
+            meant = det.detect(frames[frame]).xyxy[[k]]
+            found = det.detect(cv2.imread(str(p)))
+            assert len(found), p.name
+            assert iou_matrix(found.xyxy[[int(np.argmax(found.area))]], meant)[0, 0] >= 0.5, p.name
     assert len(open_dataset(tmp_path / "out", "folders").items) == written
     with pytest.raises(SourceError, match="cannot open video"):
         face_photos(tmp_path / "missing.mp4", tmp_path / "out2")
@@ -355,9 +363,10 @@ def test_real_facenet_casia_identifies_the_whole_sample_against_strangers_from_a
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12's done-when as it reads: real FaceNet (CASIA), the whole CelebA sample as the gallery (8
     photos per identity, 100 identities, 199 queries) and, as people the sample does not contain, the
-    faces of the Hamilton clip (every 3rd frame, faces of 40 px or more: 163 photos, 146 faces found
-    again). Measured (the spec's crop): top-1 0.975, TPIR at FPIR 1 % 0.88 (the issue asks 0.90: not
-    met; 0.79 with the square crop). This guards against regressions."""
+    faces of the Hamilton clip (every 3rd frame, faces of 40 px or more: 134 photos whose largest face
+    is the one they were cut for, 133 found by eval). Measured (the spec's crop, 2026-12-02): top-1
+    0.975, TPIR at FPIR 1 % 0.889 (the issue asks 0.90: not met; plain centroids 0.910, nearest photo
+    0.935). This guards against regressions."""
     from lookalike_live.video_faces import face_photos
 
     monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(casia_store))  # the detector to cut the faces with
@@ -369,7 +378,7 @@ def test_real_facenet_casia_identifies_the_whole_sample_against_strangers_from_a
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
     assert res["model"] == "facenet-casia-webface" and res["matching"]["match_by"] == "centred"
-    assert res["identities"] == 100 and res["queries"] >= 198 and res["nonmated"] >= 140
+    assert res["identities"] == 100 and res["queries"] >= 198 and res["nonmated"] >= 125
     print({k: res[k] for k in ("top1", "top5", "tpir_at_fpir_0.01", "tpir_at_fpir_0.1", "nonmated")})
     assert res["top1"] >= 0.97
     assert res["tpir_at_fpir_0.01"] >= 0.85
