@@ -30,6 +30,7 @@ def face_photos(video: Path, out: Path, every: int = 5, min_side: float = 40.0, 
     """Write the photos; (frames searched, photos written)."""
     from lookalike_live.detect import FaceDetector
     from lookalike_live.errors import SourceError
+    from lookalike_live.prepare import choose_face
     from lookalike_live.tracking import iou_matrix
 
     cap = cv2.VideoCapture(str(video))
@@ -63,7 +64,7 @@ def face_photos(video: Path, out: Path, every: int = 5, min_side: float = 40.0, 
                 x0, y0, x1, y1 = boxes[k]  # not where they overlap this face
                 photo[y0:y1, x0:x1] = frame[y0:y1, x0:x1]
                 again = det.detect(photo)
-                if not len(again) or iou_matrix(again.xyxy[[int(np.argmax(again.area))]], dets.xyxy[[k]])[0, 0] < 0.5:
+                if not len(again) or iou_matrix(again.xyxy[[choose_face(again, None)]], dets.xyxy[[k]])[0, 0] < 0.5:
                     left_out += 1  # the photo would show eval another face, or none
                     log.debug("frame %d face %d (%.0f px, score %.2f): found again %d faces", index, k, dets.side[k], dets.score[k], len(again))
                     continue
